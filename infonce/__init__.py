@@ -1,0 +1,18 @@
+"""infonce: contrastive learning with temperature-scaled softmax losses."""
+
+from infonce.info_nce import InfoNCE, info_nce, info_nce_logits, separated_loss
+from infonce.memory_queue import MemoryQueue
+from infonce.momentum import cosine_momentum, momentum_update
+from infonce.softmax import softmax_with_temperature
+
+__all__ = [
+    "InfoNCE",
+    "MemoryQueue",
+    "cosine_momentum",
+    "info_nce",
+    "info_nce_logits",
+    "momentum_update",
+    "separated_loss",
+    "softmax_with_temperature",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,241 @@
+"""The LightningDataModule: CIFAR-10/100 or an image folder, seeded and exactly resumable.
+
+Batches come from :mod:`infonce.sampling`, so they depend on (seed, epoch, position) only. The
+module's ``state_dict`` records how far the current epoch got; a resumed run starts its first
+epoch right there, even mid-epoch.
+"""
+
+import warnings
+from collections.abc import Callable
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from infonce.datasets import (
+    DATASETS,
+    NORMALIZATION,
+    build_dataset,
+    channel_mean_std,
+    num_classes,
+    subset_indices,
+)
+from infonce.sampling import ResumableSampler, SeededTransformDataset
+from infonce.transforms import TwoViews, crop_flip_transform, eval_transform, moco_v2_transform
+
+_STATS_IMAGES = 2000  # how many seeded train images estimate mean/std of a folder dataset
+
+
+def _check_int(name: str, value: int | None, low: int, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        none = "None or " if optional else ""
+        raise ValueError(f"{name} must be {none}an integer >= {low}, got {value!r}")
+
+
+class ImageDataModule(L.LightningDataModule):
+    """CIFAR-10/100 or an image folder, with seeded, resumable, worker-count-free batches.
+
+    Train batches are ``((x1, x2), y)`` for ``augmentation="moco_v2"`` (two MoCo v2 views)
+    or ``(x, y)`` for ``"crop_flip"``. ``val_dataloader`` returns
+    ``[memory, test]`` loaders when ``knn_memory`` (the train split, limited as for training,
+    under the eval transform: the kNN memory bank), else the test loader alone.
+
+    Args:
+        dataset: ``cifar10`` | ``cifar100`` | ``folder`` (``root/{train,test}/<class>/<img>``).
+        root: Folder holding the data (for CIFAR, the one containing ``cifar-10-batches-py``).
+        download: Download CIFAR if missing (needs network access).
+        augmentation: ``moco_v2``: each train sample is (view1, view2); ``crop_flip``: one view.
+        knn_memory: Also validate on the train split (the kNN memory bank), see above.
+        image_size: Side S of every image tensor.
+        batch_size: Per-rank train batch size.
+        eval_batch_size: Per-rank batch size of validation and test.
+        num_workers: DataLoader worker processes; results do not depend on it.
+        seed: Seeds the data order, the augmentations and the subsets.
+        limit_train_images: Seeded subset of the train split (training and kNN memory).
+        limit_test_images: Seeded subset of the test split.
+        mean: Per-channel mean; None: the CIFAR constants, or for ``folder`` estimated at setup
+            from up to 2,000 seeded train images.
+        std: Per-channel std, each > 0; None as for ``mean``.
+        pin_memory: Pin batches in page-locked memory.
+
+    Shape:
+        train: ((B, 3, S, S), (B, 3, S, S)) float32 views and (B,) int64 labels (moco_v2),
+        or (B, 3, S, S) and (B,). eval: (B, 3, S, S) float32 and (B,) int64.
+
+    Raises:
+        ValueError: an argument out of range (the message names it and its value).
+    """
+
+    def __init__(
+        self,
+        dataset: Literal["cifar10", "cifar100", "folder"] = "cifar10",
+        root: str = "data",
+        download: bool = False,
+        augmentation: Literal["moco_v2", "crop_flip"] = "moco_v2",
+        knn_memory: bool = True,
+        image_size: int = 32,
+        batch_size: int = 512,
+        eval_batch_size: int = 512,
+        num_workers: int = 2,
+        seed: int = 0,
+        limit_train_images: int | None = None,
+        limit_test_images: int | None = None,
+        mean: tuple[float, float, float] | None = None,
+        std: tuple[float, float, float] | None = None,
+        pin_memory: bool = False,
+    ):
+        super().__init__()
+        if dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        if augmentation not in ("moco_v2", "crop_flip"):
+            raise ValueError(f"augmentation must be 'moco_v2' or 'crop_flip', got {augmentation!r}")
+        _check_int("image_size", image_size, 1)
+        _check_int("batch_size", batch_size, 1)
+        _check_int("eval_batch_size", eval_batch_size, 1)
+        _check_int("num_workers", num_workers, 0)
+        _check_int("limit_train_images", limit_train_images, 1, optional=True)
+        _check_int("limit_test_images", limit_test_images, 1, optional=True)
+        if mean is not None and len(mean) != 3:
+            raise ValueError(f"mean must be None or 3 values (R, G, B), got {mean!r}")
+        if std is not None and (len(std) != 3 or any(s <= 0 for s in std)):
+            raise ValueError(f"std must be None or 3 values > 0 (R, G, B), got {std!r}")
+        self.dataset, self.root, self.download = dataset, root, download
+        self.augmentation, self.knn_memory, self.image_size = augmentation, knn_memory, image_size
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers, self.seed, self.pin_memory = num_workers, seed, pin_memory
+        self.limit_train_images, self.limit_test_images = limit_train_images, limit_test_images
+        default_mean, default_std = NORMALIZATION.get(dataset, (None, None))
+        self.mean = tuple(mean) if mean is not None else default_mean  # None until setup
+        self.std = tuple(std) if std is not None else default_std
+        self._bases: dict[bool, Dataset] = {}  # split (train?) -> raw dataset, built once
+        self._resume_at: tuple[int, int] | None = None  # (epoch, samples done) from a checkpoint
+        self.train_sampler: ResumableSampler | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Classes in the dataset, from a directory listing at most (no image decoded)."""
+        return num_classes(self.dataset, self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the raw splits ``stage`` needs (once), and estimate folder mean/std if unset."""
+        if stage in (None, "fit") or (stage == "validate" and self.knn_memory):
+            self._base(train=True)
+        self._base(train=False)
+        self._resolve_stats()
+
+    def _resolve_stats(self) -> None:
+        if self.mean is not None and self.std is not None:
+            return
+        base = self._base(train=True)
+        indices = subset_indices(len(base), _STATS_IMAGES, self.seed)
+        mean, std = channel_mean_std(base, indices, self.image_size)
+        self.mean = self.mean if self.mean is not None else mean
+        self.std = self.std if self.std is not None else std
+
+    def _base(self, train: bool) -> Dataset:
+        if train not in self._bases:
+            self._bases[train] = build_dataset(self.dataset, self.root, train, self.download)
+        return self._bases[train]
+
+    def _split(self, train: bool, transform: Callable[[Any], Any]) -> SeededTransformDataset:
+        base = self._base(train)
+        limit = self.limit_train_images if train else self.limit_test_images
+        return SeededTransformDataset(base, transform, subset_indices(len(base), limit, self.seed))
+
+    def state_dict(self) -> dict[str, int]:
+        """How far training got: saved in every checkpoint, read back by a resumed run.
+
+        Derived from the trainer's loop: the epoch and how many of its batches are done.
+        """
+        trainer = self.trainer
+        if trainer is None or not trainer.training:
+            return {}
+        return {
+            "epoch": trainer.current_epoch,
+            "batches_done": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+            "batches_per_epoch": int(trainer.num_training_batches),
+            "batch_size": self.batch_size,
+            "world_size": trainer.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next train dataloader start where the checkpointed run stopped."""
+        if not state:
+            return
+        epoch, done = state["epoch"], state["batches_done"]
+        if done >= state["batches_per_epoch"]:  # saved at the end of an epoch
+            epoch, done = epoch + 1, 0
+        samples = done * state["batch_size"] * state["world_size"]  # over all ranks
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if (state["batch_size"], state["world_size"]) != (self.batch_size, world):
+            warnings.warn(
+                f"resuming with batch_size={self.batch_size} on {world} device(s), saved with "
+                f"batch_size={state['batch_size']} on {state['world_size']}: the data order of the "
+                "interrupted epoch is not reproduced exactly",
+                stacklevel=2,
+            )
+        self._resume_at = (epoch, samples // world)
+
+    def _epoch_and_start(self) -> tuple[int, int]:
+        """The epoch the next train dataloader serves, and the samples of it already done."""
+        if self._resume_at is not None:
+            position, self._resume_at = self._resume_at, None
+            return position
+        return (self.trainer.current_epoch if self.trainer is not None else 0), 0
+
+    def _replicas(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def train_dataloader(self) -> DataLoader:
+        self._resolve_stats()
+        if self.augmentation == "moco_v2":
+            transform = TwoViews(moco_v2_transform(self.image_size, self.mean, self.std))
+        else:
+            transform = crop_flip_transform(self.image_size, self.mean, self.std)
+        data = self._split(train=True, transform=transform)
+        num_replicas, rank = self._replicas()
+        sampler = ResumableSampler(
+            len(data), self.seed, num_replicas, rank, shuffle=True, drop_last=True
+        )
+        # Lightning creates the loader's iterator (and its workers prefetch) before it calls
+        # set_epoch, so the sampler must already know its epoch here.
+        epoch, start = self._epoch_and_start()
+        sampler.set_epoch(epoch)
+        sampler.set_start(start)
+        self.train_sampler = sampler
+        return DataLoader(
+            data,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            drop_last=True,
+            worker_init_fn=None,  # augmentations are seeded per sample, not per worker
+            generator=torch.Generator(),  # worker seeds drawn here, not from the global RNG
+        )
+
+    def _eval_loader(self, train: bool) -> DataLoader:
+        self._resolve_stats()
+        transform = eval_transform(self.image_size, self.mean, self.std)
+        return DataLoader(
+            self._split(train=train, transform=transform),
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+        )
+
+    def val_dataloader(self) -> list[DataLoader] | DataLoader:
+        if self.knn_memory:
+            return [self._eval_loader(train=True), self._eval_loader(train=False)]
+        return self._eval_loader(train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(train=False)

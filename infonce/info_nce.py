@@ -1,0 +1,187 @@
+"""The InfoNCE / MoCo contrastive loss, as a function, a module, and its closed form."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from infonce._checks import check_float_tensor, check_reduction, check_temperature
+
+
+def info_nce(
+    query: Tensor,
+    key: Tensor,
+    negatives: Tensor | None = None,
+    temperature: float = 0.07,
+    reduction: str = "mean",
+    normalize: bool = True,
+) -> Tensor:
+    """InfoNCE loss: ``-log exp(q.k+/T) / (exp(q.k+/T) + sum_i exp(q.k_i/T))``.
+
+    The loss of MoCo (He et al., 2020) and CPC (van den Oord et al., 2018): a (1+K)-way
+    softmax classification of each query's positive key against its negatives.
+
+    Negatives come in three forms:
+
+    - ``(K, D)``: shared by every query, e.g. the keys of a MoCo :class:`MemoryQueue`.
+    - ``(N, M, D)``: ``M`` negatives of its own for each query.
+    - ``None``: the other keys of the batch are each query's negatives (the one-directional
+      SimCLR / CLIP form): the logits are ``q @ k.T / T`` with the positives on the diagonal.
+
+    Logits and the log-sum-exp are computed in float32 (float64 for float64 inputs), with
+    autocast disabled, so the loss is accurate under mixed precision; the returned loss has
+    that dtype.
+
+    Args:
+        query: the queries ``q``.
+        key: the positive key for each query.
+        negatives: the negative keys, see above.
+        temperature: positive finite ``T``; MoCo's default is 0.07.
+        reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"`` for per-query losses.
+        normalize: L2-normalise query, key and negatives along D first (cosine similarity).
+
+    Returns:
+        The loss: a scalar, or shape (N,) with ``reduction="none"``.
+
+    Shape:
+        query (N, D), key (N, D), negatives (K, D) or (N, M, D) or None; output () or (N,).
+
+    Raises:
+        ValueError: non-floating or wrongly shaped inputs (named with their shapes), an empty
+            batch or D = 0, a temperature that is not a positive finite number, or an unknown
+            reduction. Nothing is broadcast.
+
+    Examples:
+        >>> q, k = torch.randn(8, 128), torch.randn(8, 128)
+        >>> queue = torch.randn(4096, 128)
+        >>> loss = info_nce(q, k, queue, temperature=0.07)
+    """
+    reduction = check_reduction(reduction)
+    logits, labels = info_nce_logits(query, key, negatives, temperature, normalize)
+    return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+def info_nce_logits(
+    query: Tensor,
+    key: Tensor,
+    negatives: Tensor | None = None,
+    temperature: float = 0.07,
+    normalize: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """The logits of :func:`info_nce` divided by the temperature, and the positive's column.
+
+    ``info_nce == F.cross_entropy(*info_nce_logits(...))``; use it to log accuracy or the
+    mean positive and negative logits without computing them twice. With negatives, column 0
+    holds the positive: ``[q.k+, q.k_1, ..., q.k_K] / T``, shape (N, 1+K) or (N, 1+M), labels
+    all 0. Without, ``q @ k.T / T``, shape (N, N), labels ``arange(N)`` (the diagonal).
+    Logits are float32 (float64 for float64 inputs). Arguments and errors as :func:`info_nce`.
+
+    Shape:
+        logits (N, C) float, labels (N,) int64.
+    """
+    temperature = check_temperature(temperature)
+    check_float_tensor(query, "query", ndim=2)
+    check_float_tensor(key, "key", ndim=2)
+    N, D = query.shape
+    if key.shape != query.shape:
+        raise ValueError(
+            f"key must have the shape of query {tuple(query.shape)}, got {tuple(key.shape)}"
+        )
+    if N == 0 or D == 0:
+        raise ValueError(f"query must be a non-empty (N, D) batch, got shape {tuple(query.shape)}")
+    if negatives is not None:
+        check_float_tensor(negatives, "negatives")
+        if negatives.dim() == 2 and negatives.shape[1] == D:
+            pass  # (K, D), shared
+        elif negatives.dim() == 3 and negatives.shape[0] == N and negatives.shape[2] == D:
+            pass  # (N, M, D), per query
+        else:
+            raise ValueError(
+                f"negatives must have shape (K, {D}) or ({N}, M, {D}) for query of shape "
+                f"{tuple(query.shape)}, got {tuple(negatives.shape)}"
+            )
+
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        q, k = query.to(dtype), key.to(dtype)
+        n = None if negatives is None else negatives.to(dtype)
+        if normalize:
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+            n = None if n is None else F.normalize(n, dim=-1)
+        if n is None:
+            logits = q @ k.T  # (N, N)
+            labels = torch.arange(N, device=q.device)  # positives on the diagonal
+        else:
+            l_pos = (q * k).sum(dim=-1, keepdim=True)  # (N, 1)
+            if n.dim() == 2:
+                l_neg = q @ n.T  # (N, K)
+            else:
+                l_neg = torch.einsum("nd,nmd->nm", q, n)  # (N, M)
+            logits = torch.cat([l_pos, l_neg], dim=1)  # (N, 1+K)
+            labels = torch.zeros(N, dtype=torch.long, device=q.device)  # the positive is column 0
+        return logits / temperature, labels
+
+
+class InfoNCE(nn.Module):
+    """Module form of :func:`info_nce`; validates its hyperparameters once, at construction.
+
+    Args:
+        temperature: positive finite ``T`` (default 0.07, as MoCo).
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        normalize: L2-normalise the inputs first.
+
+    Shape:
+        query (N, D), key (N, D), negatives (K, D) or (N, M, D) or None; output () or (N,).
+
+    Examples:
+        >>> criterion = InfoNCE(temperature=0.2)
+        >>> loss = criterion(torch.randn(8, 64), torch.randn(8, 64), torch.randn(100, 64))
+    """
+
+    def __init__(self, temperature: float = 0.07, reduction: str = "mean", normalize: bool = True):
+        super().__init__()
+        self.temperature = check_temperature(temperature)
+        self.reduction = check_reduction(reduction)
+        self.normalize = normalize
+
+    def forward(self, query: Tensor, key: Tensor, negatives: Tensor | None = None) -> Tensor:
+        return info_nce(query, key, negatives, self.temperature, self.reduction, self.normalize)
+
+    def extra_repr(self) -> str:
+        t, r, n = self.temperature, self.reduction, self.normalize
+        return f"temperature={t}, reduction={r!r}, normalize={n}"
+
+
+def separated_loss(
+    num_negatives: int,
+    temperature: float,
+    positive_similarity: float = 1.0,
+    negative_similarity: float = -1.0,
+) -> float:
+    """InfoNCE in closed form when every negative sits at the same similarity.
+
+    ``log(1 + K * exp((s_neg - s_pos) / T))``, evaluated stably as a softplus. With the
+    positive at similarity 1 and 1,023 negatives at -1, ``T = 1`` gives 4.94 while
+    ``T = 0.07`` gives about 4e-10 (0.0 in float32): a low temperature makes a perfectly
+    separated batch cost nothing, a high one keeps pushing.
+
+    Args:
+        num_negatives: K >= 0.
+        temperature: positive finite ``T``.
+        positive_similarity: ``s_pos``, the query-positive similarity.
+        negative_similarity: ``s_neg``, the similarity of every negative.
+
+    Returns:
+        The loss as a Python float (float64 arithmetic).
+
+    Raises:
+        ValueError: K < 0 or not an integer; a temperature that is not a positive finite number.
+    """
+    if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 0:
+        raise ValueError(f"num_negatives must be an integer >= 0, got {num_negatives!r}")
+    temperature = check_temperature(temperature)
+    if num_negatives == 0:
+        return 0.0
+    z = (negative_similarity - positive_similarity) / temperature + math.log(num_negatives)
+    return z + math.log1p(math.exp(-z)) if z > 0 else math.log1p(math.exp(z))

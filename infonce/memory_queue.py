@@ -1,0 +1,82 @@
+"""A first-in first-out queue of negative keys whose whole state lives in persistent buffers."""
+
+import torch
+from torch import Tensor, nn
+
+from infonce._checks import check_float_tensor
+
+
+class MemoryQueue(nn.Module):
+    """The queue of K negative keys of MoCo, as fixed-shape persistent buffers.
+
+    ``queue`` (K, D), the write pointer ``ptr`` and the fill count ``filled`` are registered
+    buffers, so ``state_dict()``, DDP buffer broadcasts and every Lightning checkpoint carry
+    them: a resumed run continues with the same negatives at the same position.
+
+    :meth:`enqueue` accepts any batch size: writes wrap around the end (no assertion that K is
+    a multiple of the batch size, no dropped tail), and a batch larger than K keeps its newest
+    K keys. :meth:`negatives` returns only the rows written so far, as a copy that later
+    enqueues never modify, so it is safe in a loss whose backward runs after the next enqueue.
+
+    Args:
+        size: K, the number of keys held (>= 1).
+        dim: D, the key dimension (>= 1).
+
+    Shape:
+        enqueue: keys (B, D), any B >= 0. negatives: (min(filled, K), D).
+
+    Examples:
+        >>> queue = MemoryQueue(4096, 128)
+        >>> loss = info_nce(q, k, queue.negatives())
+        >>> queue.enqueue(k)
+    """
+
+    queue: Tensor
+    ptr: Tensor
+    filled: Tensor
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        for name, value in (("size", size), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        self.size, self.dim = size, dim
+        self.register_buffer("queue", torch.zeros(size, dim))  # (K, D)
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next row to write
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))  # rows written, <= K
+
+    @torch.no_grad()
+    def enqueue(self, keys: Tensor) -> None:
+        """Write ``keys`` (B, D) at the pointer, wrapping around; never tracks gradients.
+
+        Raises:
+            ValueError: ``keys`` not a floating (B, D) tensor with D equal to the queue's.
+        """
+        check_float_tensor(keys, "keys", ndim=2)
+        if keys.shape[1] != self.dim:
+            raise ValueError(
+                f"keys must have shape (B, {self.dim}) for a queue of dim {self.dim}, "
+                f"got {tuple(keys.shape)}"
+            )
+        B = keys.shape[0]
+        if B == 0:
+            return
+        keys = keys[-self.size :].detach().to(self.queue.dtype)  # newest K if B > K
+        n = keys.shape[0]
+        rows = (self.ptr + torch.arange(n, device=self.queue.device)) % self.size  # (n,)
+        self.queue.index_copy_(0, rows, keys)
+        self.ptr.copy_((self.ptr + n) % self.size)
+        self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
+
+    def negatives(self) -> Tensor:
+        """The keys written so far, (min(filled, K), D), as a copy detached from the buffer.
+
+        Row order is storage order, not age; InfoNCE does not depend on the order.
+        """
+        return self.queue[: int(self.filled)].clone()
+
+    def forward(self) -> Tensor:
+        return self.negatives()
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, dim={self.dim}"

@@ -1,0 +1,279 @@
+"""MoCo (He et al., 2020; v2: Chen et al., 2020) as one flat LightningModule.
+
+One training step reads top to bottom: encode queries, encode keys with the momentum encoder,
+InfoNCE against the queue, then -- once per optimizer step, after it -- enqueue the keys and
+move the momentum encoder. Validation only extracts features for the weighted kNN monitor.
+"""
+
+import copy
+import math
+import time
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from infonce._checks import check_temperature
+from infonce.backbones import build_backbone
+from infonce.info_nce import info_nce_logits
+from infonce.knn import knn_accuracy
+from infonce.memory_queue import MemoryQueue
+from infonce.momentum import cosine_momentum, momentum_update
+from infonce.rng import restore_rng_states, rng_states
+
+
+def projection_head(
+    in_dim: int, out_dim: int, kind: str, hidden_dim: int | None = None
+) -> nn.Module:
+    """MoCo v1's linear head, or v2's two-layer MLP ``Linear-ReLU-Linear``."""
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "mlp":
+        hidden_dim = hidden_dim or in_dim
+        return nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+        )
+    raise ValueError(f"head must be 'linear' or 'mlp', got {kind!r}")
+
+
+class MoCo(L.LightningModule):
+    """Momentum Contrast with a queue of negatives, a momentum encoder and a weighted kNN monitor.
+
+    Args:
+        backbone: ``resnet18`` | ``resnet50`` | ``convnet`` (see :func:`build_backbone`).
+        cifar_stem: 3x3 stride-1 first conv and no max-pool (for 32x32 images).
+        bn_splits: SplitBatchNorm groups per device. With ``bn_splits > 1`` the key batch is also
+            shuffled before the momentum encoder, so a query and its key are normalised with
+            different sub-batches: the single-device form of MoCo's shuffling BN, as the MoCo
+            CIFAR demo does (8 splits). It needs no communication across devices and is
+            deterministic. The batch size per device must be divisible by it.
+        head: ``linear`` (MoCo v1) or ``mlp`` (v2).
+        feature_dim: output dimension of the head, the dimension of the queue.
+        hidden_dim: hidden width of the MLP head (default: the backbone's width).
+        temperature: ``T`` of InfoNCE.
+        queue_size: ``K``, the number of negatives kept.
+        momentum: ``m`` of the momentum encoder's EMA.
+        momentum_schedule: ``constant``, or ``cosine`` to ramp ``m`` to 1 over training (BYOL).
+        symmetric: add the loss with the two views swapped (loss_12 + loss_21, as the MoCo CIFAR
+            demo) and enqueue both views' keys.
+        lr: SGD learning rate; weight_decay, sgd_momentum: SGD's.
+        warmup_epochs: linear warm-up length before the cosine decay (fractions allowed).
+        knn_k, knn_temperature: the weighted kNN monitor (200 and 0.1 in the MoCo demo).
+        seed: seeds the per-step key shuffle (a pure function of seed and step, so resuming is
+            exact).
+
+    Logged: ``train/loss``, ``train/acc`` ((K+1)-way top-1 of the positive), ``train/pos_logit``,
+    ``train/neg_logit`` (means of the logits, i.e. similarity / T), ``train/lr``,
+    ``train/momentum``, ``train/queue_filled``, ``train/images_per_s`` (all devices, wall clock
+    between batch ends, so data loading counts) and ``val/knn_top1`` in percent.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        cifar_stem: bool = True,
+        bn_splits: int = 8,
+        head: Literal["linear", "mlp"] = "mlp",
+        feature_dim: int = 128,
+        hidden_dim: int | None = None,
+        temperature: float = 0.07,
+        queue_size: int = 65536,
+        momentum: float = 0.999,
+        momentum_schedule: Literal["constant", "cosine"] = "constant",
+        symmetric: bool = False,
+        lr: float = 0.06,
+        weight_decay: float = 5e-4,
+        sgd_momentum: float = 0.9,
+        warmup_epochs: float = 0.0,
+        knn_k: int = 200,
+        knn_temperature: float = 0.1,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        check_temperature(temperature)
+        check_temperature(knn_temperature, "knn_temperature")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if momentum_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"momentum_schedule must be 'constant' or 'cosine', got {momentum_schedule!r}"
+            )
+        for name in ("feature_dim", "queue_size", "knn_k"):
+            if getattr(self.hparams, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self.hparams, name)}")
+        for name, value, ok in (
+            ("lr", lr, lr > 0),
+            ("weight_decay", weight_decay, weight_decay >= 0),
+            ("warmup_epochs", warmup_epochs, warmup_epochs >= 0),
+        ):
+            if not ok:
+                raise ValueError(f"{name} must be {'> 0' if name == 'lr' else '>= 0'}, got {value}")
+
+        net, width = build_backbone(backbone, bn_splits=bn_splits, cifar_stem=cifar_stem)
+        self.encoder = nn.Sequential(net, projection_head(width, feature_dim, head, hidden_dim))
+        self.momentum_encoder = copy.deepcopy(self.encoder)
+        for p in self.momentum_encoder.parameters():
+            p.requires_grad_(False)
+        self.queue = MemoryQueue(queue_size, feature_dim)
+        self._pending_keys: list[Tensor] = []  # keys of this optimizer step, enqueued after it
+        self._val_features: dict[int, list[Tensor]] = {0: [], 1: []}
+        self._val_labels: dict[int, list[Tensor]] = {0: [], 1: []}
+        self._last_batch_end: float | None = None  # for the images/s readout
+
+    # ---- training -------------------------------------------------------------------------
+    def current_momentum(self) -> float:
+        if self.hparams.momentum_schedule == "constant":
+            return self.hparams.momentum
+        return cosine_momentum(self.hparams.momentum, self.global_step, self._total_steps())
+
+    @torch.no_grad()
+    def encode_keys(self, x: Tensor) -> Tensor:
+        """Momentum-encoder keys (B, feature_dim), L2-normalised; shuffled BN when bn_splits > 1."""
+        if self.hparams.bn_splits == 1:
+            return F.normalize(self.momentum_encoder(x), dim=1)
+        g = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+        perm = torch.randperm(x.shape[0], generator=g).to(x.device)  # (B,)
+        k = self.momentum_encoder(x[perm])  # (B, dim), in shuffled order
+        return F.normalize(k[torch.argsort(perm)], dim=1)  # back to the batch's order
+
+    def contrast(self, x_q: Tensor, x_k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """InfoNCE of queries from ``x_q`` against keys of ``x_k`` and the queue.
+
+        Returns (loss, logits (B, 1+K), keys (B, dim)). While the queue is still empty (the
+        first step of a run) the other keys of the batch serve as negatives.
+        """
+        q = self.encoder(x_q)  # (B, dim)
+        k = self.encode_keys(x_k)  # (B, dim)
+        negatives = self.queue.negatives() if int(self.queue.filled) > 0 else None  # (K, dim)
+        logits, labels = info_nce_logits(q, k, negatives, self.hparams.temperature)  # (B, 1+K)
+        loss = F.cross_entropy(logits, labels)
+        self._log_logit_stats(logits.detach(), labels)
+        return loss, logits, k
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        (x1, x2), _ = batch
+        if self.hparams.symmetric:
+            loss_12, _, k2 = self.contrast(x1, x2)
+            loss_21, _, k1 = self.contrast(x2, x1)
+            loss = loss_12 + loss_21
+            self._pending_keys += [k1, k2]
+        else:
+            loss, _, k2 = self.contrast(x1, x2)
+            self._pending_keys.append(k2)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
+        self.log("train/momentum", self.current_momentum())
+        self.log("train/queue_filled", self.queue.filled.float())
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None and batch_idx > 0:
+            images = batch[1].shape[0] * self.trainer.world_size
+            self.log("train/images_per_s", images / (now - self._last_batch_end), prog_bar=True)
+        self._last_batch_end = now
+
+    def _log_logit_stats(self, logits: Tensor, labels: Tensor) -> None:
+        pos = logits.gather(1, labels[:, None])  # (B, 1)
+        acc = (logits.argmax(dim=1) == labels).float().mean()
+        neg = (logits.sum(dim=1, keepdim=True) - pos) / max(1, logits.shape[1] - 1)
+        self.log("train/acc", acc, prog_bar=True)
+        self.log("train/pos_logit", pos.mean())
+        self.log("train/neg_logit", neg.mean())
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """Set the scheduled learning rate, step, then -- once per optimizer step, also under
+        gradient accumulation -- enqueue this step's keys (gathered from every device, so all
+        queues stay equal) and move the momentum encoder, in MoCo's order.
+
+        The learning rate is a pure function of the step (no scheduler state to lose).
+        """
+        for group in optimizer.param_groups:
+            group["lr"] = self.hparams.lr * self.lr_factor(self.global_step)
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if not self._pending_keys:
+            return
+        keys = torch.cat(self._pending_keys)  # (B * micro-batches, dim)
+        self._pending_keys = []
+        if self.trainer.world_size > 1:
+            keys = self.all_gather(keys).flatten(0, 1)  # (world * B, dim), same order on all ranks
+        self.queue.enqueue(keys)
+        momentum_update(self.encoder, self.momentum_encoder, self.current_momentum())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        hp = self.hparams
+        return torch.optim.SGD(
+            self.encoder.parameters(),
+            lr=hp.lr,
+            momentum=hp.sgd_momentum,
+            weight_decay=hp.weight_decay,
+        )
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole schedule: ``max_epochs`` worth when set, else ``max_steps``.
+
+        ``max_steps`` alone only stops a run early, so a run stopped and resumed follows the
+        same schedule as one that was never stopped.
+        """
+        trainer = self.trainer
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+            return per_epoch * trainer.max_epochs
+        return max(1, trainer.max_steps)
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up then cosine decay to 0, as a factor of ``lr``, at optimizer ``step``."""
+        total = self._total_steps()
+        per_epoch = total / self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else total
+        warmup = round(self.hparams.warmup_epochs * per_epoch)
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    # ---- kNN monitor ----------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_features, self._val_labels = {0: [], 1: []}, {0: [], 1: []}
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Dataloader 0: the train split (kNN memory); 1: the test split (queries)."""
+        x, y = batch
+        features = F.normalize(self.encoder[0](x), dim=1)  # (B, width) backbone features
+        self._val_features[dataloader_idx].append(features)
+        self._val_labels[dataloader_idx].append(y)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_features[1]:
+            return
+        memory, memory_labels, queries, labels = (
+            self._gather(part[i]) for i in (0, 1) for part in (self._val_features, self._val_labels)
+        )
+        num_classes = int(max(memory_labels.max(), labels.max())) + 1
+        top1 = knn_accuracy(
+            queries,
+            labels,
+            memory,
+            memory_labels,
+            num_classes,
+            k=self.hparams.knn_k,
+            temperature=self.hparams.knn_temperature,
+        )
+        self.log("val/knn_top1", 100.0 * top1, prog_bar=True)
+        self._val_features, self._val_labels = {0: [], 1: []}, {0: [], 1: []}
+
+    def _gather(self, chunks: list[Tensor]) -> Tensor:
+        x = torch.cat(chunks)
+        if self.trainer.world_size > 1:
+            x = self.all_gather(x).flatten(0, 1)
+        return x
+
+    # ---- checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rng_states"])

@@ -1,0 +1,78 @@
+"""Momentum (EMA) update of a target network, as MoCo's key encoder and BYOL's target use."""
+
+import math
+from numbers import Real
+
+import torch
+from torch import nn
+
+
+def _check_momentum(m: float) -> float:
+    if isinstance(m, bool) or not isinstance(m, Real) or not 0.0 <= float(m) <= 1.0:
+        raise ValueError(f"m must be a number in [0, 1], got {m!r}")
+    return float(m)
+
+
+@torch.no_grad()
+def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
+    """In-place EMA ``target = m * target + (1 - m) * online`` over parameters; buffers copied.
+
+    Runs under ``torch.no_grad()``: the target never enters the autograd graph. ``m = 1``
+    leaves the target's parameters unchanged, ``m = 0`` copies the online parameters exactly.
+    Buffers (BatchNorm running statistics) are copied from ``online``, as MoCo does.
+
+    Args:
+        online: the network trained by gradient descent (MoCo's query encoder).
+        target: a network of the same architecture (MoCo's momentum/key encoder).
+        m: momentum in [0, 1].
+
+    Raises:
+        ValueError: ``m`` outside [0, 1] (or NaN), or the two networks' parameters or buffers
+            differ in names or shapes.
+    """
+    m = _check_momentum(m)
+    online_params = dict(online.named_parameters())
+    target_params = dict(target.named_parameters())
+    _check_same_layout(online_params, target_params, "parameters")
+    online_buffers = dict(online.named_buffers())
+    target_buffers = dict(target.named_buffers())
+    _check_same_layout(online_buffers, target_buffers, "buffers")
+
+    names = list(target_params)
+    t = [target_params[n] for n in names]
+    o = [online_params[n].to(target_params[n].dtype) for n in names]
+    if t:
+        torch._foreach_mul_(t, m)
+        torch._foreach_add_(t, o, alpha=1.0 - m)
+    for name, buffer in target_buffers.items():
+        buffer.copy_(online_buffers[name])
+
+
+def _check_same_layout(online: dict, target: dict, kind: str) -> None:
+    if online.keys() != target.keys():
+        diff = sorted(online.keys() ^ target.keys())[:5]
+        raise ValueError(f"online and target {kind} differ in names, e.g. {diff}")
+    for name, tensor in online.items():
+        if tensor.shape != target[name].shape:
+            raise ValueError(
+                f"online and target {kind} differ in shape at {name!r}: "
+                f"{tuple(tensor.shape)} vs {tuple(target[name].shape)}"
+            )
+
+
+def cosine_momentum(base: float, step: int, total_steps: int) -> float:
+    """Momentum ramped from ``base`` at step 0 to 1 at ``total_steps`` on a half cosine (BYOL).
+
+    ``m(step) = 1 - (1 - base) * (cos(pi * step / total_steps) + 1) / 2``; steps past the end
+    give 1.
+
+    Raises:
+        ValueError: ``base`` outside [0, 1], ``total_steps < 1`` or ``step < 0``.
+    """
+    base = _check_momentum(base)
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    progress = min(step / total_steps, 1.0)
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0

@@ -1,0 +1,166 @@
+"""Seeded, resumable sampling: batches that depend on (seed, epoch, position) only.
+
+The order of epoch e is ``randperm(N)`` under seed ``seed + e`` (as DistributedSampler), and
+every sample carries its own seed ``sample_seed(seed, e, index)``, under which its
+augmentation runs. So a batch does not depend on the number of dataloader workers, nor on
+whether the run was resumed mid-epoch.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(z: int) -> int:
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of item ``index`` in ``epoch``: a 63-bit splitmix64 hash.
+
+    The same in every process and Python run (unlike ``hash()``), and unrelated for
+    neighbouring (seed, epoch, index) triples.
+
+    Returns:
+        An int in [0, 2**63).
+    """
+    z = _splitmix64(seed & _MASK64)
+    z = _splitmix64(z ^ (epoch & _MASK64))
+    z = _splitmix64(z ^ (index & _MASK64))
+    return z >> 1
+
+
+class ResumableSampler(DistributedSampler):
+    """A DistributedSampler that yields ``(index, sample_seed)`` and can start mid-epoch.
+
+    Epoch e's order is ``torch.randperm(num_items)`` under a generator seeded with
+    ``seed + e`` (``arange`` if not ``shuffle``), cut (``drop_last``) or padded to a multiple
+    of ``num_replicas`` exactly as DistributedSampler does; rank r takes ``order[r::R]``.
+    Subclassing DistributedSampler keeps Lightning from wrapping it again under DDP, and
+    Lightning calls :meth:`set_epoch` before every epoch.
+
+    :meth:`set_start` makes the next iteration skip the first ``start`` items of this rank's
+    order (a resume mid-epoch); later iterations are full again. ``len()`` is always the full
+    per-rank epoch length, from which Lightning computes the batches per epoch.
+
+    Args:
+        num_items: N, the dataset length (>= 1).
+        seed: Seeds both the order and the per-sample augmentation seeds.
+        num_replicas: R, the number of ranks (>= 1).
+        rank: This rank, in [0, R).
+        shuffle: Shuffle the order of each epoch.
+        drop_last: Drop the tail so R divides the order, else pad it by repeating indices.
+
+    Shape:
+        iter: ``len(self)`` tuples (int index in [0, N), int seed in [0, 2**63)).
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        seed: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ):
+        if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
+            raise ValueError(f"num_items must be an integer >= 1, got {num_items!r}")
+        if num_replicas < 1:
+            raise ValueError(f"num_replicas must be >= 1, got {num_replicas!r}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank!r}")
+        super().__init__(
+            range(num_items),
+            num_replicas=num_replicas,
+            rank=rank,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+        )
+        self.num_items = num_items
+        self.start = 0
+
+    def set_start(self, start: int) -> None:
+        """Skip the first ``start`` items of this rank's order in the next iteration only.
+
+        Raises:
+            ValueError: ``start`` not in [0, len(self)].
+        """
+        if not 0 <= start <= self.num_samples:
+            raise ValueError(f"start must be in [0, {self.num_samples}], got {start!r}")
+        self.start = start
+
+    def epoch_indices(self, epoch: int | None = None) -> list[int]:
+        """This rank's full order of dataset indices for ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + epoch)
+            order = torch.randperm(self.num_items, generator=generator).tolist()
+        else:
+            order = list(range(self.num_items))
+        if self.drop_last:
+            order = order[: self.total_size]
+        else:  # pad by repeating the order from its start, as DistributedSampler
+            repeats = -(-self.total_size // len(order))
+            order = (order * repeats)[: self.total_size]
+        return order[self.rank : self.total_size : self.num_replicas]
+
+    def __iter__(self):
+        indices = self.epoch_indices()[self.start :]
+        self.start = 0  # the skip applies to one iteration only
+        return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in indices])
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class SeededTransformDataset(Dataset):
+    """Apply ``transform`` to ``base[i]``, seeded per sample when the key carries a seed.
+
+    A key ``(index, sample_seed)`` (from :class:`ResumableSampler`) runs the transform with
+    torch's CPU generator seeded to ``sample_seed`` inside ``torch.random.fork_rng``, so the
+    augmentation is a pure function of the key and the caller's RNG is left untouched. A
+    plain int key uses the current global RNG (fine for deterministic eval transforms).
+
+    Args:
+        base: Yields (PIL image, int label), e.g. from :func:`infonce.datasets.build_dataset`.
+        transform: PIL image -> tensor, or -> (view1, view2) for :class:`TwoViews`.
+        indices: Optional base indices to keep; item i is then ``base[indices[i]]``.
+
+    Shape:
+        getitem: (transform(image), int label), e.g. ((3, S, S), (3, S, S)) views.
+    """
+
+    def __init__(
+        self, base: Dataset, transform: Callable[[Any], Any], indices: Sequence[int] | None = None
+    ):
+        self.base = base
+        self.transform = transform
+        self.indices = None if indices is None else list(indices)
+
+    def __len__(self) -> int:
+        return len(self.base) if self.indices is None else len(self.indices)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int]:
+        if isinstance(key, tuple):
+            index, seed = key
+            # Only the CPU generator: torch.manual_seed would also reseed (and leave reseeded)
+            # every CUDA device, which fork_rng(devices=[]) does not restore.
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                return self._transformed(index)
+        return self._transformed(key)
+
+    def _transformed(self, index: int) -> tuple[Any, int]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        image, label = self.base[index if self.indices is None else self.indices[index]]
+        return self.transform(image), int(label)

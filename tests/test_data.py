@@ -1,0 +1,332 @@
+from types import SimpleNamespace
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DistributedSampler
+
+from infonce.data import ImageDataModule
+from infonce.datasets import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    build_dataset,
+    channel_mean_std,
+    subset_indices,
+)
+from infonce.sampling import ResumableSampler, SeededTransformDataset, _splitmix64, sample_seed
+from infonce.transforms import TwoViews, moco_v2_transform
+
+FOLDER_STATS = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+
+
+def _folder_module(root, **kwargs) -> ImageDataModule:
+    args = {"dataset": "folder", "root": str(root), "batch_size": 4, "num_workers": 0}
+    return ImageDataModule(**(args | FOLDER_STATS | kwargs))
+
+
+def _epoch_batches(module: ImageDataModule, epoch: int) -> list:
+    loader = module.train_dataloader()
+    module.train_sampler.set_epoch(epoch)
+    return list(loader)
+
+
+def _assert_same_batches(batches, others):
+    assert len(batches) == len(others)
+    for ((x1, x2), y), ((o1, o2), oy) in zip(batches, others, strict=True):
+        assert torch.equal(x1, o1) and torch.equal(x2, o2) and torch.equal(y, oy)
+
+
+# sample_seed and ResumableSampler
+
+
+def test_sample_seed_is_a_fixed_63_bit_hash_of_seed_epoch_and_index():
+    assert _splitmix64(0) == 0xE220A8397B1DCDAF  # the reference splitmix64's first output
+    assert sample_seed(0, 0, 0) == 0x11C13ADE1C7E5F48  # pinned: changing it breaks resumes
+    seeds = {sample_seed(s, e, i) for s in range(3) for e in range(3) for i in range(50)}
+    assert len(seeds) == 3 * 3 * 50
+    assert all(0 <= x < 2**63 for x in seeds)
+
+
+@pytest.mark.parametrize(("num_items", "replicas"), [(10, 1), (10, 3), (11, 2), (2, 3)])
+@pytest.mark.parametrize("drop_last", [True, False])
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_sampler_order_is_distributed_samplers_order_for_every_rank(
+    num_items, replicas, drop_last, shuffle
+):
+    for rank in range(replicas):
+        ours = ResumableSampler(num_items, 7, replicas, rank, shuffle, drop_last)
+        theirs = DistributedSampler(range(num_items), replicas, rank, shuffle, 7, drop_last)
+        for epoch in (0, 3):
+            ours.set_epoch(epoch)
+            theirs.set_epoch(epoch)
+            assert [i for i, _ in ours] == list(theirs)
+            assert len(ours) == len(theirs)
+
+
+def test_sampler_yields_each_index_with_its_sample_seed():
+    sampler = ResumableSampler(12, seed=5)
+    sampler.set_epoch(2)
+    pairs = list(sampler)
+    assert sorted(i for i, _ in pairs) == list(range(12))
+    assert all(s == sample_seed(5, 2, i) for i, s in pairs)
+
+
+def test_different_epochs_give_different_orders_and_seeds():
+    sampler = ResumableSampler(50, seed=0)
+    epoch0 = list(sampler)
+    sampler.set_epoch(1)
+    epoch1 = list(sampler)
+    assert [i for i, _ in epoch0] != [i for i, _ in epoch1]
+    assert dict(epoch0)[7] != dict(epoch1)[7]
+
+
+def test_set_start_yields_the_tail_of_the_order_once_then_full_epochs():
+    sampler = ResumableSampler(20, seed=1, num_replicas=2, rank=1)
+    sampler.set_epoch(4)
+    full = list(sampler)
+    sampler.set_start(6)
+    assert len(sampler) == 10  # still the full per-rank epoch, for Lightning
+    assert list(sampler) == full[6:]
+    assert list(sampler) == full
+    sampler.set_start(10)
+    assert list(sampler) == []
+
+
+@pytest.mark.parametrize("start", [-1, 11])
+def test_set_start_rejects_values_outside_the_epoch(start):
+    with pytest.raises(ValueError, match=rf"start must be in \[0, 10\], got {start}"):
+        ResumableSampler(20, seed=1, num_replicas=2).set_start(start)
+
+
+def test_two_ranks_are_disjoint_and_cover_the_epoch_order():
+    rank0, rank1 = (ResumableSampler(11, 3, num_replicas=2, rank=r) for r in (0, 1))
+    order = torch.randperm(11, generator=torch.Generator().manual_seed(3)).tolist()
+    indices0, indices1 = [i for i, _ in rank0], [i for i, _ in rank1]
+    assert not set(indices0) & set(indices1)
+    assert indices0 == order[0:10:2] and indices1 == order[1:10:2]  # last item dropped
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_items": 0}, "num_items must be an integer >= 1, got 0"),
+        ({"num_replicas": 0}, "num_replicas must be >= 1, got 0"),
+        ({"rank": 2, "num_replicas": 2}, r"rank must be in \[0, 2\), got 2"),
+    ],
+)
+def test_sampler_rejects_bad_arguments_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ResumableSampler(**({"num_items": 10, "seed": 0} | kwargs))
+
+
+# SeededTransformDataset
+
+
+def test_seeded_item_is_a_pure_function_of_its_key_and_leaves_the_global_rng(tiny_folder):
+    base = build_dataset("folder", str(tiny_folder), train=True, download=False)
+    data = SeededTransformDataset(base, TwoViews(moco_v2_transform(32, **FOLDER_STATS)))
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    (a1, a2), label = data[(5, 99)]
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(10)  # move the global RNG: must not matter
+    (b1, b2), _ = data[(5, 99)]
+    assert torch.equal(a1, b1) and torch.equal(a2, b2) and not torch.equal(a1, a2)
+    assert label == 0
+    (c1, _), _ = data[(5, 100)]
+    assert not torch.equal(a1, c1)
+
+
+def test_seeded_dataset_indices_select_base_items(tiny_folder):
+    base = build_dataset("folder", str(tiny_folder), train=True, download=False)
+    data = SeededTransformDataset(base, lambda image: image.size, indices=[20, 3])
+    assert len(data) == 2
+    assert data[0] == ((32, 32), 2) and data[(1, 0)] == ((32, 32), 0)
+    with pytest.raises(IndexError, match="index 2 out of range for 2 items"):
+        data[2]
+
+
+# ImageDataModule
+
+
+def test_moco_v2_train_batches_are_two_float_views_and_int_labels(tiny_folder):
+    module = _folder_module(tiny_folder)
+    batches = _epoch_batches(module, 0)
+    assert len(batches) == 6 == len(module.train_dataloader())
+    (x1, x2), y = batches[0]
+    assert x1.shape == x2.shape == (4, 3, 32, 32) and x1.dtype == x2.dtype == torch.float32
+    assert y.shape == (4,) and y.dtype == torch.int64
+    assert not torch.equal(x1, x2)
+    assert isinstance(module.train_sampler, DistributedSampler)  # Lightning won't re-wrap it
+
+
+def test_crop_flip_train_batches_are_one_view(tiny_folder):
+    x, y = next(iter(_folder_module(tiny_folder, augmentation="crop_flip").train_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
+
+
+def test_train_batches_are_identical_with_zero_and_two_workers(tiny_folder):
+    serial = _epoch_batches(_folder_module(tiny_folder, num_workers=0), epoch=1)
+    parallel = _epoch_batches(_folder_module(tiny_folder, num_workers=2), epoch=1)
+    _assert_same_batches(serial, parallel)
+
+
+def test_next_epoch_gives_a_different_order_and_different_views(tiny_folder):
+    module = _folder_module(tiny_folder)
+    epoch0, epoch1 = _epoch_batches(module, 0), _epoch_batches(module, 1)
+    labels0 = torch.cat([y for _, y in epoch0])
+    labels1 = torch.cat([y for _, y in epoch1])
+    assert not torch.equal(labels0, labels1)
+    data = module.train_dataloader().dataset
+    (view0, _), _ = data[(3, sample_seed(0, 0, 3))]
+    (view1, _), _ = data[(3, sample_seed(0, 1, 3))]
+    assert not torch.equal(view0, view1)
+
+
+def test_resume_mid_epoch_yields_the_remaining_batches_then_full_epochs(tiny_folder):
+    full = _epoch_batches(_folder_module(tiny_folder), epoch=2)
+    next_epoch = _epoch_batches(_folder_module(tiny_folder), epoch=3)
+    resumed = _folder_module(tiny_folder)
+    # a checkpoint written after two batches of 4 of epoch 2
+    resumed.load_state_dict(
+        {"epoch": 2, "batches_done": 2, "batches_per_epoch": 6, "batch_size": 4, "world_size": 1}
+    )
+    loader = resumed.train_dataloader()
+    assert resumed.train_sampler.epoch == 2  # set before Lightning's own set_epoch
+    assert len(loader) == 6
+    _assert_same_batches(list(loader), full[2:])
+    resumed.train_sampler.set_epoch(3)
+    _assert_same_batches(list(loader), next_epoch)
+
+
+def test_checkpoint_at_the_end_of_an_epoch_resumes_at_the_next_epoch(tiny_folder):
+    module = _folder_module(tiny_folder)
+    module.load_state_dict(
+        {"epoch": 2, "batches_done": 6, "batches_per_epoch": 6, "batch_size": 4, "world_size": 1}
+    )
+    loader = module.train_dataloader()
+    assert module.train_sampler.epoch == 3
+    _assert_same_batches(list(loader), _epoch_batches(_folder_module(tiny_folder), epoch=3))
+
+
+def test_resume_with_another_batch_size_warns_that_the_order_is_not_exact(tiny_folder):
+    module = _folder_module(tiny_folder)
+    with pytest.warns(UserWarning, match="not reproduced exactly"):
+        module.load_state_dict(
+            {
+                "epoch": 0,
+                "batches_done": 1,
+                "batches_per_epoch": 3,
+                "batch_size": 8,
+                "world_size": 1,
+            }
+        )
+    module.train_dataloader()
+    assert module.train_sampler.epoch == 0
+
+
+def test_train_dataloader_shards_by_the_trainers_world_size_and_rank(tiny_folder):
+    module = _folder_module(tiny_folder)
+    module.trainer = SimpleNamespace(world_size=2, global_rank=1, current_epoch=0)
+    loader = module.train_dataloader()
+    assert (module.train_sampler.num_replicas, module.train_sampler.rank) == (2, 1)
+    assert len(loader) == 3  # 12 of 24 images, batches of 4
+
+
+def test_limit_train_images_is_a_seeded_subset_used_for_training_and_memory(tiny_folder):
+    module = _folder_module(tiny_folder, limit_train_images=5, seed=3)
+    train = module.train_dataloader().dataset
+    memory, test = module.val_dataloader()
+    assert train.indices == memory.dataset.indices == subset_indices(24, 5, seed=3)
+    again = _folder_module(tiny_folder, limit_train_images=5, seed=3).train_dataloader()
+    other_seed = _folder_module(tiny_folder, limit_train_images=5, seed=4).train_dataloader()
+    assert again.dataset.indices == train.indices != other_seed.dataset.indices
+    assert len(test.dataset) == 12
+
+
+def test_val_dataloader_is_memory_then_test_in_order_or_test_only(tiny_folder):
+    memory, test = _folder_module(tiny_folder, eval_batch_size=5).val_dataloader()
+    assert torch.equal(torch.cat([y for _, y in memory]), torch.arange(3).repeat_interleave(8))
+    x, y = next(iter(test))
+    assert x.shape == (5, 3, 32, 32) and x.dtype == torch.float32
+    assert torch.equal(y, torch.tensor([0, 0, 0, 0, 1]))
+    only = _folder_module(tiny_folder, knn_memory=False).val_dataloader()
+    assert len(only.dataset) == 12
+
+
+def test_cifar10_module_normalizes_with_the_cifar10_constants(cifar10_pickle_root, skip_cifar_md5):
+    module = ImageDataModule(root=str(cifar10_pickle_root), num_workers=0, eval_batch_size=20)
+    assert (module.mean, module.std) == (CIFAR10_MEAN, CIFAR10_STD)
+    module.setup("test")
+    x, _ = next(iter(module.test_dataloader()))
+    raw = torch.from_numpy(module._base(train=False).data).permute(0, 3, 1, 2) / 255
+    mean, std = torch.tensor(CIFAR10_MEAN), torch.tensor(CIFAR10_STD)
+    torch.testing.assert_close(x, (raw - mean[:, None, None]) / std[:, None, None])
+    assert module.num_classes == 10
+
+
+def test_folder_mean_and_std_are_estimated_at_setup(tiny_folder):
+    module = _folder_module(tiny_folder, mean=None, std=None)
+    assert module.mean is None and module.num_classes == 3
+    module.setup("fit")
+    base = build_dataset("folder", str(tiny_folder), train=True, download=False)
+    assert (module.mean, module.std) == channel_mean_std(base, None, 32)  # 24 < 2,000: all
+    # noise in [0, 100) plus 155 on one channel in a third of the images: (49.5 + 155/3) / 255
+    torch.testing.assert_close(
+        torch.tensor(module.mean), torch.full((3,), 0.397), atol=0.01, rtol=0
+    )
+    batch = torch.cat([x for x, _ in module.val_dataloader()[0]])  # whole train split
+    torch.testing.assert_close(batch.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"dataset": "imagenet"}, "dataset must be one of .* got 'imagenet'"),
+        ({"augmentation": "simclr"}, "augmentation must be .* got 'simclr'"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+        ({"eval_batch_size": 0}, "eval_batch_size must be an integer >= 1, got 0"),
+        ({"num_workers": -1}, "num_workers must be an integer >= 0, got -1"),
+        ({"image_size": 0}, "image_size must be an integer >= 1, got 0"),
+        ({"limit_train_images": 0}, "limit_train_images must be None or an integer >= 1, got 0"),
+        ({"limit_test_images": -2}, "limit_test_images must be None or an integer >= 1, got -2"),
+        ({"mean": (0.5, 0.5)}, r"mean must be None or 3 values .* got \(0.5, 0.5\)"),
+        ({"std": (0.2, 0.2, 0.0)}, r"std must be None or 3 values > 0 .* got \(0.2, 0.2, 0.0\)"),
+    ],
+)
+def test_datamodule_rejects_bad_arguments_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ImageDataModule(**kwargs)
+
+
+class _RecordingModel(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 1)
+        self.seen: list[tuple[int, int]] = []  # (trainer epoch, sampler epoch) per batch
+
+    def training_step(self, batch, batch_idx):
+        (x1, x2), y = batch
+        self.seen.append((self.current_epoch, self.trainer.datamodule.train_sampler.epoch))
+        return self.layer(x1.mean(dim=(2, 3))).sum() + 0 * x2.sum()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_lightning_fit_sets_the_sampler_epoch_each_epoch(tiny_folder):
+    model = _RecordingModel()
+    module = _folder_module(tiny_folder, knn_memory=False)
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    with pytest.warns(UserWarning, match="no `validation_step`"):
+        trainer.fit(model, datamodule=module)
+    assert model.seen == [(0, 0)] * 6 + [(1, 1)] * 6

@@ -1,0 +1,191 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infonce import InfoNCE, info_nce, separated_loss
+
+
+def reference_info_nce(query, key, negatives, temperature, reduction, normalize):
+    """Loop over samples, float64, straight from the formula."""
+    losses = []
+    for i in range(query.shape[0]):
+        q, k = query[i], key[i]
+        if negatives is None:
+            negs = [key[j] for j in range(key.shape[0]) if j != i]
+        elif negatives.dim() == 2:
+            negs = list(negatives)
+        else:
+            negs = list(negatives[i])
+        if normalize:
+            q, k = q / q.norm(), k / k.norm()
+            negs = [n / n.norm() for n in negs]
+        pos = math.exp(float(q @ k) / temperature)
+        denom = pos + sum(math.exp(float(q @ n) / temperature) for n in negs)
+        losses.append(-math.log(pos / denom))
+    losses = torch.tensor(losses, dtype=torch.float64)
+    return {"mean": losses.mean(), "sum": losses.sum(), "none": losses}[reduction]
+
+
+def make_inputs(form, N=5, M=4, K=7, D=6, dtype=torch.float64, scale=1.0):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(N, D, generator=g, dtype=dtype) * scale
+    k = torch.randn(N, D, generator=g, dtype=dtype) * scale
+    negatives = {
+        "shared": torch.randn(K, D, generator=g, dtype=dtype) * scale,
+        "per_query": torch.randn(N, M, D, generator=g, dtype=dtype) * scale,
+        "in_batch": None,
+    }[form]
+    return q, k, negatives
+
+
+FORMS = ["shared", "per_query", "in_batch"]
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_info_nce_equals_loop_reference_in_float64(form, reduction, normalize):
+    q, k, n = make_inputs(form, scale=1.0 if normalize else 0.3)
+    temperature = 0.2
+    loss = info_nce(q, k, n, temperature, reduction, normalize)
+    expected = reference_info_nce(q, k, n, temperature, reduction, normalize)
+    assert loss.dtype == torch.float64
+    assert loss.shape == expected.shape
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_info_nce_passes_gradcheck(form, normalize):
+    q, k, n = make_inputs(form, N=3, M=2, K=4, D=5, scale=0.5)
+    inputs = [t.requires_grad_() for t in (q, k, n) if t is not None]
+
+    def fn(*args):
+        negatives = args[2] if len(args) == 3 else None
+        return info_nce(args[0], args[1], negatives, 0.5, "none", normalize)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_famous_example_high_temperature_keeps_pushing_low_one_stops():
+    e1 = torch.zeros(1, 1024)
+    e1[0, 0] = 1.0
+    negatives = -e1.repeat(1023, 1)  # 1,023 negatives at similarity -1
+    high = info_nce(e1, e1, negatives, temperature=1.0)
+    assert abs(high.item() - 4.9377) < 1e-3
+    assert abs(high.item() - separated_loss(1023, 1.0)) < 1e-6
+    low = info_nce(e1, e1, negatives, temperature=0.07)
+    assert low.item() < 1e-6
+
+
+def test_separated_loss_closed_form_values():
+    assert separated_loss(1023, 1.0) == pytest.approx(
+        math.log(1 + 1023 * math.exp(-2.0)), rel=1e-15
+    )
+    assert separated_loss(1023, 0.07) == pytest.approx(3.9945e-10, rel=1e-4)
+    assert separated_loss(0, 0.1) == 0.0
+    # the softplus form stays finite where exp overflows
+    assert separated_loss(
+        10, 1e-3, positive_similarity=-1.0, negative_similarity=1.0
+    ) == pytest.approx(2000.0 + math.log(10), rel=1e-12)
+
+
+def test_in_batch_form_is_cross_entropy_over_similarity_matrix():
+    q, k, _ = make_inputs("in_batch", dtype=torch.float32)
+    logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / 0.1
+    expected = F.cross_entropy(logits, torch.arange(q.shape[0]))
+    torch.testing.assert_close(info_nce(q, k, None, 0.1), expected)
+
+
+def test_loss_is_float32_under_bfloat16_autocast_and_matches_fp32():
+    q, k, n = make_inputs("shared", N=16, K=64, D=32, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = info_nce(q, k, n, 0.07)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, info_nce(q, k, n, 0.07), rtol=1e-6, atol=1e-6)
+
+
+def test_half_inputs_give_float32_loss():
+    q, k, n = make_inputs("shared", dtype=torch.float64)
+    loss = info_nce(q.bfloat16(), k.bfloat16(), n.bfloat16(), 0.1)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss.double(), info_nce(q, k, n, 0.1), rtol=2e-2, atol=0)
+
+
+def test_empty_queue_gives_zero_loss():
+    q, k, _ = make_inputs("in_batch", dtype=torch.float32)
+    loss = info_nce(q, k, torch.zeros(0, q.shape[1]), 0.07)
+    assert loss.item() == 0.0
+
+
+def test_module_matches_function_and_validates_once():
+    q, k, n = make_inputs("shared", dtype=torch.float32)
+    criterion = InfoNCE(temperature=0.2, reduction="sum", normalize=False)
+    torch.testing.assert_close(criterion(q, k, n), info_nce(q, k, n, 0.2, "sum", False))
+    assert "temperature=0.2" in repr(criterion)
+    with pytest.raises(ValueError, match="temperature"):
+        InfoNCE(temperature=0.0)
+    with pytest.raises(ValueError, match="reduction"):
+        InfoNCE(reduction="avg")
+
+
+@pytest.mark.parametrize("temperature", [0.0, -0.07, math.nan, math.inf, -math.inf])
+def test_bad_temperature_is_a_value_error_naming_the_value(temperature):
+    q, k, n = make_inputs("shared", dtype=torch.float32)
+    with pytest.raises(
+        ValueError, match=rf"temperature must be a positive finite number, got {temperature}"
+    ):
+        info_nce(q, k, n, temperature)
+
+
+def test_query_key_shape_mismatch_is_rejected_not_broadcast():
+    q = torch.randn(4, 8)
+    with pytest.raises(
+        ValueError, match=r"key must have the shape of query \(4, 8\), got \(1, 8\)"
+    ):
+        info_nce(q, torch.randn(1, 8), torch.randn(3, 8))
+    with pytest.raises(
+        ValueError, match=r"key must have the shape of query \(4, 8\), got \(4, 9\)"
+    ):
+        info_nce(q, torch.randn(4, 9))
+
+
+@pytest.mark.parametrize("shape", [(3, 7), (4, 2, 7), (5, 2, 8), (8,), (1, 1, 1, 8)])
+def test_negatives_with_another_shape_are_rejected(shape):
+    q, k = torch.randn(4, 8), torch.randn(4, 8)
+    with pytest.raises(
+        ValueError,
+        match=rf"negatives must have shape .*got {tuple(shape)}".replace("(", r"\(").replace(
+            ")", r"\)"
+        ),
+    ):
+        info_nce(q, k, torch.randn(*shape))
+
+
+def test_empty_batch_and_zero_dim_features_are_rejected():
+    with pytest.raises(ValueError, match=r"non-empty.*\(0, 8\)"):
+        info_nce(torch.randn(0, 8), torch.randn(0, 8), torch.randn(3, 8))
+    with pytest.raises(ValueError, match=r"non-empty.*\(4, 0\)"):
+        info_nce(torch.randn(4, 0), torch.randn(4, 0))
+
+
+@pytest.mark.parametrize("name", ["query", "key", "negatives"])
+def test_integer_tensors_are_rejected(name):
+    args = {"query": torch.randn(4, 8), "key": torch.randn(4, 8), "negatives": torch.randn(3, 8)}
+    args[name] = torch.ones(args[name].shape, dtype=torch.long)
+    with pytest.raises(
+        ValueError, match=rf"{name} must be a floating-point tensor, got dtype torch.int64"
+    ):
+        info_nce(**args)
+
+
+def test_query_must_be_two_dimensional():
+    with pytest.raises(ValueError, match=r"query must have 2 dimensions, got shape \(8,\)"):
+        info_nce(torch.randn(8), torch.randn(8))
+
+
+def test_bad_reduction_is_rejected():
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        info_nce(torch.randn(2, 3), torch.randn(2, 3), reduction="avg")

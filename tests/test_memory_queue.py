@@ -1,0 +1,101 @@
+import pytest
+import torch
+
+from infonce import MemoryQueue, info_nce
+
+
+def rows(start, stop, dim=2):
+    """Keys whose first coordinate is their sequence number, so order is visible."""
+    return torch.arange(start, stop, dtype=torch.float32)[:, None].repeat(1, dim)
+
+
+def ids(queue):
+    return queue.queue[:, 0].tolist()
+
+
+def test_fifo_order_fills_rows_in_sequence():
+    queue = MemoryQueue(size=6, dim=2)
+    queue.enqueue(rows(0, 2))
+    queue.enqueue(rows(2, 5))
+    assert ids(queue) == [0, 1, 2, 3, 4, 0]
+    assert int(queue.ptr) == 5 and int(queue.filled) == 5
+    assert queue.negatives()[:, 0].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_queue_wraps_around_when_batch_does_not_divide_size():
+    queue = MemoryQueue(size=10, dim=2)
+    for b in range(4):
+        queue.enqueue(rows(4 * b, 4 * b + 4))  # 16 keys in batches of 4
+    # rows 0..9 were written with 0..9, then 10..15 overwrote rows 0..5: every key written
+    assert ids(queue) == [10, 11, 12, 13, 14, 15, 6, 7, 8, 9]
+    assert int(queue.ptr) == 6 and int(queue.filled) == 10
+    queue.enqueue(rows(16, 20))
+    assert ids(queue) == [10, 11, 12, 13, 14, 15, 16, 17, 18, 19]
+    assert int(queue.ptr) == 0
+
+
+def test_batch_larger_than_queue_keeps_newest_keys():
+    queue = MemoryQueue(size=4, dim=2)
+    queue.enqueue(rows(0, 1))
+    queue.enqueue(rows(1, 8))
+    assert sorted(ids(queue)) == [4, 5, 6, 7]
+    assert int(queue.filled) == 4
+    queue.enqueue(rows(8, 9))  # the oldest of the newest four goes first
+    assert sorted(ids(queue)) == [5, 6, 7, 8]
+
+
+def test_state_dict_round_trip_mid_wrap_restores_identical_next_enqueue():
+    queue = MemoryQueue(size=10, dim=3)
+    for _ in range(3):
+        queue.enqueue(torch.randn(4, 3))
+    state = queue.state_dict()
+    assert set(state) == {"queue", "ptr", "filled"}
+    restored = MemoryQueue(size=10, dim=3)
+    restored.load_state_dict(state)
+    nxt = torch.randn(4, 3)
+    queue.enqueue(nxt)
+    restored.enqueue(nxt)
+    assert torch.equal(queue.queue, restored.queue)
+    assert torch.equal(queue.ptr, restored.ptr) and torch.equal(queue.filled, restored.filled)
+
+
+def test_negatives_is_a_copy_safe_for_backward_after_the_next_enqueue():
+    queue = MemoryQueue(size=8, dim=4)
+    queue.enqueue(torch.randn(8, 4))
+    q = torch.randn(2, 4, requires_grad=True)
+    loss = info_nce(q, torch.randn(2, 4), queue.negatives())
+    before = queue.negatives()
+    queue.enqueue(torch.randn(3, 4))
+    loss.backward()  # would raise if the saved negatives had been modified in place
+    assert q.grad is not None
+    assert not torch.equal(before, queue.negatives())
+
+
+def test_enqueue_never_tracks_gradients():
+    queue = MemoryQueue(size=4, dim=2)
+    keys = torch.randn(3, 2, requires_grad=True)
+    queue.enqueue(keys * 2)
+    assert not queue.queue.requires_grad and queue.queue.grad_fn is None
+
+
+def test_empty_queue_has_no_negatives_and_empty_batch_is_a_no_op():
+    queue = MemoryQueue(size=4, dim=2)
+    assert queue.negatives().shape == (0, 2)
+    queue.enqueue(torch.zeros(0, 2))
+    assert int(queue.filled) == 0 and int(queue.ptr) == 0
+
+
+@pytest.mark.parametrize("size", [0, -3, 2.5, True])
+def test_queue_size_below_one_is_rejected(size):
+    with pytest.raises(ValueError, match=rf"size must be an integer >= 1, got {size!r}"):
+        MemoryQueue(size=size, dim=8)
+
+
+def test_enqueue_with_wrong_dim_is_rejected():
+    queue = MemoryQueue(size=4, dim=8)
+    with pytest.raises(ValueError, match=r"keys must have shape \(B, 8\).*got \(2, 7\)"):
+        queue.enqueue(torch.randn(2, 7))
+    with pytest.raises(ValueError, match=r"keys must have 2 dimensions, got shape \(8,\)"):
+        queue.enqueue(torch.randn(8))
+    with pytest.raises(ValueError, match="keys must be a floating-point tensor"):
+        queue.enqueue(torch.ones(2, 8, dtype=torch.long))

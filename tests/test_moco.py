@@ -1,0 +1,144 @@
+"""The MoCo LightningModule, in process, on the tiny image folder."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+import infonce.moco
+from infonce.data import ImageDataModule
+from infonce.moco import MoCo
+
+
+def tiny_moco(**overrides) -> MoCo:
+    args = dict(backbone="convnet", bn_splits=4, queue_size=64, temperature=0.1, momentum=0.9)
+    return MoCo(**(args | overrides))
+
+
+def tiny_data(root, **overrides) -> ImageDataModule:
+    args = dict(dataset="folder", root=str(root), batch_size=8, eval_batch_size=16, num_workers=0)
+    return ImageDataModule(**(args | overrides))
+
+
+def trainer(**overrides) -> L.Trainer:
+    args = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    return L.Trainer(**(args | overrides))
+
+
+def test_enqueue_and_momentum_update_happen_once_per_optimizer_step_under_accumulation(
+    tiny_folder, monkeypatch
+):
+    calls = []
+    original = infonce.moco.momentum_update
+    monkeypatch.setattr(
+        infonce.moco, "momentum_update", lambda *a: calls.append(a[2]) or original(*a)
+    )
+    model = tiny_moco()
+    data = tiny_data(tiny_folder, batch_size=4)  # 6 batches an epoch
+    trainer(max_steps=2, accumulate_grad_batches=2).fit(model, data)
+    assert model.global_step == 2
+    assert len(calls) == 2  # not 4: once per optimizer step
+    assert int(model.queue.filled) == 2 * 2 * 4  # every micro-batch's keys are enqueued
+
+
+def test_symmetric_loss_enqueues_the_keys_of_both_views(tiny_folder):
+    model = tiny_moco(symmetric=True)
+    trainer(max_steps=3).fit(model, tiny_data(tiny_folder))
+    assert int(model.queue.filled) == 3 * 2 * 8
+
+
+def test_validation_never_touches_queue_or_momentum_encoder(tiny_folder):
+    model = tiny_moco()
+    data = tiny_data(tiny_folder)
+    trainer(max_steps=2).fit(model, data)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    metrics = trainer(limit_val_batches=1.0).validate(model, data, verbose=False)
+    assert 0.0 <= metrics[0]["val/knn_top1"] <= 100.0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_knn_monitor_uses_train_split_as_memory_and_reports_percent(tiny_folder):
+    model = tiny_moco()
+    metrics = trainer(limit_val_batches=1.0).validate(model, tiny_data(tiny_folder), verbose=False)
+    # three colour classes: even a random convnet separates them almost perfectly
+    assert metrics[0]["val/knn_top1"] > 80.0
+
+
+def test_shuffled_keys_come_back_in_batch_order():
+    model = tiny_moco(bn_splits=4)
+    model.momentum_encoder.eval()  # no batch statistics: shuffling must change nothing
+    x = torch.randn(8, 3, 32, 32)
+    expected = F.normalize(model.momentum_encoder(x), dim=1)
+    torch.testing.assert_close(model.encode_keys(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_first_step_with_an_empty_queue_uses_in_batch_negatives():
+    model = tiny_moco(bn_splits=1)
+    x1, x2 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
+    model.log = lambda *a, **k: None
+    loss, logits, keys = model.contrast(x1, x2)
+    assert logits.shape == (8, 8) and keys.shape == (8, 128)
+    model.queue.enqueue(keys)
+    loss, logits, _ = model.contrast(x1, x2)
+    assert logits.shape == (8, 1 + 8)
+    assert torch.isfinite(loss)
+
+
+def test_checkpoint_carries_queue_pointer_momentum_encoder_and_rng(tiny_folder, tmp_path):
+    model = tiny_moco()
+    t = trainer(max_steps=3, default_root_dir=tmp_path)
+    t.fit(model, tiny_data(tiny_folder))
+    path = tmp_path / "m.ckpt"
+    t.save_checkpoint(path)
+    ckpt = torch.load(path, weights_only=False)
+    state = ckpt["state_dict"]
+    assert torch.equal(state["queue.queue"], model.queue.queue)
+    assert int(state["queue.ptr"]) == 24 and int(state["queue.filled"]) == 24
+    assert any(k.startswith("momentum_encoder.") for k in state)
+    assert set(ckpt["rng_states"]) >= {"python", "numpy", "torch"}
+    restored = MoCo.load_from_checkpoint(path)
+    assert torch.equal(restored.queue.queue, model.queue.queue)
+
+
+def test_learning_rate_warms_up_then_decays_on_a_cosine(tiny_folder):
+    model = tiny_moco(lr=0.1, warmup_epochs=1.0)
+    t = trainer(max_epochs=2)
+    t.fit(model, tiny_data(tiny_folder))  # 3 steps per epoch, 6 in all
+    factors = [model.lr_factor(s) for s in range(6)]
+    assert factors[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert factors[3:] == pytest.approx([0.5 * (1 + math.cos(math.pi * p / 3)) for p in (0, 1, 2)])
+    assert model.optimizers().param_groups[0]["lr"] == pytest.approx(0.1 * factors[5])
+
+
+def test_cosine_momentum_schedule_reaches_one_at_the_end(tiny_folder):
+    model = tiny_moco(momentum=0.9, momentum_schedule="cosine")
+    trainer(max_epochs=1).fit(model, tiny_data(tiny_folder))
+    assert model.current_momentum() == pytest.approx(1.0)  # after all 3 steps
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "match"),
+    [
+        ("temperature", 0.0, "temperature must be a positive finite number, got 0.0"),
+        ("knn_temperature", -1.0, "knn_temperature must be a positive finite number"),
+        ("momentum", 1.5, r"momentum must be in \[0, 1\], got 1.5"),
+        ("queue_size", 0, "queue_size must be >= 1, got 0"),
+        ("head", "deep", "head must be 'linear' or 'mlp', got 'deep'"),
+        ("backbone", "vgg", "vgg"),
+        ("lr", 0.0, "lr must be > 0, got 0.0"),
+    ],
+)
+def test_bad_hyperparameters_are_value_errors(name, value, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_moco(**{name: value})
