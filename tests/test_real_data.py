@@ -1,0 +1,37 @@
+"""A short MoCo run on real CIFAR-10 images must improve the kNN accuracy of its features."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def knn_top1_values(run_dir: Path) -> list[float]:
+    """Every val/knn_top1 of a run, in log-version then step order."""
+    values = []
+    for path in sorted(run_dir.glob("logs/version_*/metrics.csv")):
+        rows = csv.DictReader(open(path))
+        values += [float(r["val/knn_top1"]) for r in rows if r.get("val/knn_top1")]
+    return values
+
+
+def test_short_moco_run_on_real_cifar10_beats_knn_at_initialisation(cifar10_jpeg_root, tmp_path):
+    args = [
+        "--config", str(REPO / "configs/cpu_quick.yaml"),
+        "--data.dataset", "folder", "--data.root", str(cifar10_jpeg_root),
+        "--data.limit_train_images", "5000", "--data.limit_test_images", "1000",
+        "--data.batch_size", "128", "--trainer.max_epochs", "3",
+        "--trainer.check_val_every_n_epoch", "3", "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    for command in ("validate", "fit"):  # validate first: the same network at initialisation
+        subprocess.run([sys.executable, str(REPO / "train.py"), command, *args], cwd=tmp_path,
+                       check=True, capture_output=True, timeout=900)  # fmt: skip
+    at_init, after = knn_top1_values(tmp_path / "runs/cpu_quick")
+    print(f"kNN top-1, 1,000 real CIFAR-10 test images: {at_init:.1f}% at init, {after:.1f}% after")
+    assert after > at_init + 1.0
