@@ -1,16 +1,20 @@
 """infonce: contrastive learning with temperature-scaled softmax losses."""
 
-from infonce.info_nce import InfoNCE, info_nce, info_nce_logits, separated_loss
+from infonce.chunked import InfoNCEStats, chunked_info_nce
+from infonce.info_nce import InfoNCE, info_nce, info_nce_logits, info_nce_stats, separated_loss
 from infonce.memory_queue import MemoryQueue
 from infonce.momentum import cosine_momentum, momentum_update
 from infonce.softmax import softmax_with_temperature
 
 __all__ = [
     "InfoNCE",
+    "InfoNCEStats",
     "MemoryQueue",
+    "chunked_info_nce",
     "cosine_momentum",
     "info_nce",
     "info_nce_logits",
+    "info_nce_stats",
     "momentum_update",
     "separated_loss",
     "softmax_with_temperature",

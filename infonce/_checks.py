@@ -34,3 +34,39 @@ def check_float_tensor(x: Tensor, name: str, ndim: int | None = None) -> None:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if ndim is not None and x.dim() != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(x.shape)}")
+
+
+def check_info_nce_inputs(query: Tensor, key: Tensor, negatives: Tensor | None) -> None:
+    """Raise ValueError unless query, key (N, D) and negatives (K, D), (N, M, D) or None fit.
+
+    Floating-point tensors only, N >= 1 and D >= 1; the message names the argument and the
+    shapes. Nothing is broadcast.
+    """
+    check_float_tensor(query, "query", ndim=2)
+    check_float_tensor(key, "key", ndim=2)
+    N, D = query.shape
+    if key.shape != query.shape:
+        raise ValueError(
+            f"key must have the shape of query {tuple(query.shape)}, got {tuple(key.shape)}"
+        )
+    if N == 0 or D == 0:
+        raise ValueError(f"query must be a non-empty (N, D) batch, got shape {tuple(query.shape)}")
+    if negatives is None:
+        return
+    check_float_tensor(negatives, "negatives")
+    shared = negatives.dim() == 2 and negatives.shape[1] == D  # (K, D)
+    per_query = negatives.dim() == 3 and negatives.shape[0] == N and negatives.shape[2] == D
+    if not (shared or per_query):
+        raise ValueError(
+            f"negatives must have shape (K, {D}) or ({N}, M, {D}) for query of shape "
+            f"{tuple(query.shape)}, got {tuple(negatives.shape)}"
+        )
+
+
+def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
+    """Per-sample ``loss`` (N,) reduced by ``mean`` | ``sum`` | ``none`` (already checked)."""
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss

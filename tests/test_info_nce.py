@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from infonce import InfoNCE, info_nce, separated_loss
+from infonce import InfoNCE, info_nce, info_nce_logits, info_nce_stats, separated_loss
 
 
 def reference_info_nce(query, key, negatives, temperature, reduction, normalize):
@@ -189,3 +189,16 @@ def test_query_must_be_two_dimensional():
 def test_bad_reduction_is_rejected():
     with pytest.raises(ValueError, match="reduction must be one of"):
         info_nce(torch.randn(2, 3), torch.randn(2, 3), reduction="avg")
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_info_nce_stats_are_the_per_query_loss_and_logit_statistics(form):
+    q, k, n = make_inputs(form, N=6, M=5, K=9)
+    stats = info_nce_stats(q, k, n, 0.2)
+    logits, labels = info_nce_logits(q, k, n, 0.2)
+    torch.testing.assert_close(stats.loss, reference_info_nce(q, k, n, 0.2, "none", True))
+    positive = logits.gather(1, labels[:, None])[:, 0]
+    negatives = logits[~F.one_hot(labels, logits.shape[1]).bool()].view(6, -1)  # (N, C-1)
+    torch.testing.assert_close(stats.positive_logit, positive)
+    torch.testing.assert_close(stats.max_negative_logit, negatives.amax(dim=1))
+    torch.testing.assert_close(stats.mean_negative_logit, negatives.mean(dim=1))

@@ -1,0 +1,232 @@
+"""InfoNCE against a large shared set of negatives, in chunks, never materialising (N, 1+K).
+
+The queue loss of MoCo is a softmax over ``1 + K`` logits per query. Its gradient with respect
+to the query is ``(sum_j p_j v_j - k+) / T`` (``v_j`` the positive and every negative, ``p_j``
+their softmax weights): the same "softmax times values" product that attention computes. So
+one pass over the negatives, chunk by chunk, computes both the log-sum-exp and that weighted
+sum with an online rescaling (as FlashAttention does), and the backward pass only scales the
+result: two matrix products in all, the least any implementation needs, and O(N x chunk)
+extra memory instead of O(N x K).
+
+Numerics: logits and sums in float32 (float64 for float64 inputs) with autocast off. When
+the inputs are L2-normalised every logit lies in ``[-1/T, 1/T]``; for ``T >= 0.025`` the
+exponentials then neither overflow nor underflow float32 even for millions of negatives, so
+the running maximum is skipped (one pass less). Otherwise the classic running-max
+log-sum-exp is used. Either way ``lse = m + log(sum exp(l - m))``, never a log of a softmax.
+Internally the logits are in base 2 (``exp2`` is several times faster than ``exp`` on CPUs).
+"""
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from infonce._checks import check_info_nce_inputs, check_reduction, check_temperature, reduce_loss
+
+# Bounded logits |l| <= 1/T need no running maximum when exp(+-2/T) stays finite and normal in
+# float32 (exp(80) = 5.5e34, and K * exp(1/T) < 1e38 for K up to 2**24 at 1/T = 40).
+_MIN_TEMPERATURE_WITHOUT_MAX = 0.025
+_LOG2E, _LN2 = 1.0 / math.log(2.0), math.log(2.0)
+DEFAULT_CHUNK_SIZE = 4096
+
+
+class InfoNCEStats(NamedTuple):
+    """Per-query results of :func:`chunked_info_nce_stats`.
+
+    ``loss`` carries gradients; the rest are detached, for logging.
+
+    Shape:
+        every field (N,).
+    """
+
+    loss: Tensor  # -log softmax of the positive, per query
+    positive_logit: Tensor  # q.k+ / T
+    max_negative_logit: Tensor  # max_j q.k_j / T; the positive wins top-1 iff >= this
+    mean_negative_logit: Tensor  # mean_j q.k_j / T
+
+
+class _ChunkedQueueInfoNCE(torch.autograd.Function):
+    """Per-query InfoNCE over shared negatives; see :func:`chunked_info_nce_stats`.
+
+    Inputs are already in the compute dtype; ``query`` and ``key`` already normalised when
+    ``normalize``; ``negatives`` raw (each chunk is normalised on the fly).
+    """
+
+    @staticmethod
+    def forward(ctx, query, key, negatives, temperature, normalize, chunk_size, stats):
+        # Logits are kept in base 2 (l2 = l * log2(e)): exp2 is several times faster than exp
+        # on CPUs, and the factor rides along with 1/T in the query for free.
+        N, D = query.shape
+        K = negatives.shape[0]
+        need_dq, need_dk, need_dn = ctx.needs_input_grad[:3]
+        bounded = normalize and temperature >= _MIN_TEMPERATURE_WITHOUT_MAX
+        q2 = query * (_LOG2E / temperature)  # (N, D): base-2 logits are q2 . k
+        l_pos = (q2 * key).sum(dim=1)  # (N,) base 2
+        # running log-sum-exp state: shift m (N,), sum of 2^(l - m) s (N,)
+        m = torch.zeros_like(l_pos) if bounded else l_pos.clone()
+        s = torch.exp2(l_pos - m)  # (N,)
+        weighted = s[:, None] * key if need_dq else None  # (N, D): sum_j 2^(l_j - m) v_j
+        max_neg = torch.full_like(l_pos, -torch.inf)  # (N,)
+        neg_sum = torch.zeros(D, dtype=query.dtype, device=query.device)  # (D,) sum of negatives
+        buffers = _ChunkBuffers(N, D, min(chunk_size, K), query)  # reused: no allocation per chunk
+        for start in range(0, K, chunk_size):
+            n = buffers.chunk(negatives[start : start + chunk_size], normalize)  # (C, D)
+            logits = buffers.logits(q2, n)  # (N, C)
+            if stats or not bounded:
+                chunk_max = logits.amax(dim=1)  # (N,)
+            if stats:
+                neg_sum += n.sum(dim=0)
+                max_neg = torch.maximum(max_neg, chunk_max)
+            if not bounded:
+                m_new = torch.maximum(m, chunk_max)
+                rescale = torch.exp2(m - m_new)  # (N,) <= 1
+                s.mul_(rescale)
+                if weighted is not None:
+                    weighted.mul_(rescale[:, None])
+                logits.sub_(m_new[:, None])
+                m = m_new
+            p = logits.exp2_()  # (N, C): 2^(l - m), in place
+            s += p.sum(dim=1)
+            if weighted is not None:
+                weighted.addmm_(p, n)  # (N, D)
+        lse = m + torch.log2(s)  # (N,) base 2
+        loss = (lse - l_pos) * _LN2  # (N,) natural log
+        p_pos = torch.exp2(l_pos - lse)  # (N,)
+        dq = (weighted / s[:, None] - key) / temperature if need_dq else None  # (N, D)
+        dk = (p_pos - 1.0)[:, None] * query / temperature if need_dk else None  # (N, D)
+        ctx.save_for_backward(dq, dk, *((q2, negatives, lse) if need_dn else ()))
+        ctx.normalize, ctx.chunk_size = normalize, chunk_size
+        l_pos, max_neg = l_pos * _LN2, max_neg * _LN2  # back to q.k / T
+        mean_neg = (query @ neg_sum) / (temperature * max(K, 1))  # (N,); 0 without stats or K
+        ctx.mark_non_differentiable(l_pos, max_neg, mean_neg)
+        return loss, l_pos, max_neg, mean_neg
+
+    @staticmethod
+    def backward(ctx, grad_loss, *unused):
+        dq, dk, *rest = ctx.saved_tensors
+        g = grad_loss[:, None]  # (N, 1)
+        grad_q = dq * g if dq is not None else None
+        grad_k = dk * g if dk is not None else None
+        grad_n = None
+        if rest:
+            q2, negatives, lse = rest
+            qg = q2 * (g * _LN2)  # (N, D): g_i q_i / T, since q2 = q log2(e) / T
+            grad_n = torch.empty_like(negatives)
+            for start in range(0, negatives.shape[0], ctx.chunk_size):
+                raw = negatives[start : start + ctx.chunk_size].to(q2.dtype)  # (C, D)
+                n = F.normalize(raw, dim=1) if ctx.normalize else raw
+                p = torch.exp2(q2 @ n.T - lse[:, None])  # (N, C) softmax weights, recomputed
+                dn = p.T @ qg  # (C, D): sum_i g_i p_ij q_i / T
+                if ctx.normalize:  # through n = r / |r|: (dn - n (n . dn)) / |r|
+                    norm = raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                    dn = (dn - n * (n * dn).sum(dim=1, keepdim=True)) / norm
+                grad_n[start : start + ctx.chunk_size] = dn
+        return grad_q, grad_k, grad_n, None, None, None, None
+
+
+def chunked_info_nce(
+    query: Tensor,
+    key: Tensor,
+    negatives: Tensor,
+    temperature: float = 0.07,
+    reduction: str = "mean",
+    normalize: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> Tensor:
+    """:func:`infonce.info_nce` with shared negatives (K, D), computed in chunks over K.
+
+    Equal to the reference (a softmax over ``[q.k+, q.k_1, ..., q.k_K] / T``) to float
+    rounding, with two matrix products in all and O(N x chunk_size) extra memory: the
+    (N, 1+K) logits are never materialised, and the gradient with respect to the query is
+    accumulated during the forward pass (so backward costs almost nothing). A gradient with
+    respect to ``negatives``, when they require one, is recomputed chunk by chunk in backward.
+    :func:`infonce.info_nce` takes this path by itself for large K.
+
+    Args:
+        query: the queries ``q``.
+        key: the positive key of each query.
+        negatives: negatives shared by every query (e.g. a MoCo queue); K = 0 is allowed.
+        temperature: positive finite ``T``.
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
+        normalize: L2-normalise query, key and negatives along D first.
+        chunk_size: negatives per chunk (>= 1); 4,096 is near the fastest on CPUs and GPUs.
+
+    Returns:
+        The loss, float32 (float64 for float64 inputs): a scalar, or (N,) for ``"none"``.
+
+    Shape:
+        query (N, D), key (N, D), negatives (K, D); output () or (N,).
+
+    Raises:
+        ValueError: as :func:`infonce.info_nce`; also ``negatives`` not (K, D) or a
+            ``chunk_size`` < 1.
+    """
+    loss = chunked_info_nce_stats(query, key, negatives, temperature, normalize, chunk_size).loss
+    return reduce_loss(loss, check_reduction(reduction))
+
+
+def chunked_info_nce_stats(
+    query: Tensor,
+    key: Tensor,
+    negatives: Tensor,
+    temperature: float = 0.07,
+    normalize: bool = True,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> InfoNCEStats:
+    """Per-query loss of :func:`chunked_info_nce` and the logit statistics worth logging.
+
+    The statistics come from the same pass (one more read of each chunk of logits): the
+    positive logit, the largest and the mean negative logit (all divided by ``T``). The
+    positive is the top-1 of the ``1 + K`` logits exactly when ``positive_logit >=
+    max_negative_logit`` (ties go to the positive, as ``argmax`` over ``[pos, negs]`` does).
+    With K = 0 the loss is 0, the largest negative logit ``-inf`` and the mean 0.
+
+    Arguments and errors as :func:`chunked_info_nce`.
+
+    Shape:
+        query (N, D), key (N, D), negatives (K, D); every field of the result (N,).
+    """
+    temperature = check_temperature(temperature)
+    check_info_nce_inputs(query, key, negatives)
+    if negatives.dim() != 2:
+        raise ValueError(f"negatives must have shape (K, D), got {tuple(negatives.shape)}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    return _chunked(query, key, negatives, temperature, normalize, chunk_size, stats=True)
+
+
+def _chunked(query, key, negatives, temperature, normalize, chunk_size, stats) -> InfoNCEStats:
+    """The unchecked core, for callers that validated their arguments already."""
+    dtype = torch.promote_types(query.dtype, torch.float32)
+    if not torch.is_grad_enabled():  # else the Function would still accumulate dL/dq
+        query, key, negatives = query.detach(), key.detach(), negatives.detach()
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        q, k = query.to(dtype), key.to(dtype)
+        if normalize:
+            q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
+        return InfoNCEStats(
+            *_ChunkedQueueInfoNCE.apply(q, k, negatives, temperature, normalize, chunk_size, stats)
+        )
+
+
+class _ChunkBuffers:
+    """One (N, C) logits buffer and one (C, D) buffer for a normalised or cast chunk."""
+
+    def __init__(self, N: int, D: int, C: int, like: Tensor):
+        self._logits = like.new_empty(N * C)
+        self._chunk = like.new_empty(C, D)
+
+    def chunk(self, raw: Tensor, normalize: bool) -> Tensor:
+        """``raw`` (C, D) L2-normalised along D (as F.normalize), in the compute dtype."""
+        out = self._chunk[: raw.shape[0]]
+        if normalize:
+            norm = torch.linalg.vector_norm(raw, dim=1, keepdim=True, dtype=out.dtype)  # (C, 1)
+            return torch.div(raw, norm.clamp_min_(1e-12), out=out)
+        return raw if raw.dtype == out.dtype else out.copy_(raw)
+
+    def logits(self, q2: Tensor, n: Tensor) -> Tensor:
+        """``q2 @ n.T`` (N, C), written into the buffer."""
+        out = self._logits[: q2.shape[0] * n.shape[0]].view(q2.shape[0], n.shape[0])
+        return torch.mm(q2, n.T, out=out)
