@@ -1,8 +1,17 @@
 """The LightningDataModule: CIFAR-10/100 or an image folder, seeded and exactly resumable.
 
-Batches come from :mod:`infonce.sampling`, so they depend on (seed, epoch, position) only. The
-module's ``state_dict`` records how far the current epoch got; a resumed run starts its first
-epoch right there, even mid-epoch.
+Two ways to serve batches, with the same sampler (:mod:`infonce.sampling`), so batches depend on
+(seed, epoch, position) only:
+
+- **resident** (the default for images up to 64 px): each split is decoded once into a uint8
+  tensor (:mod:`infonce.tensor_data`, cached on disk), kept on the training device, and every
+  batch is one indexing operation plus batched per-sample augmentation
+  (:mod:`infonce.augment`) where the batch lies. No per-sample Python in the hot loop.
+- **loader**: PIL images through a DataLoader with workers, one seeded torchvision transform
+  per sample (:mod:`infonce.transforms`); for large images of arbitrary folders.
+
+The module's ``state_dict`` records how far the current epoch got; a resumed run starts its
+first epoch right there, even mid-epoch.
 """
 
 import warnings
@@ -11,6 +20,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from infonce.datasets import (
@@ -21,7 +31,9 @@ from infonce.datasets import (
     num_classes,
     subset_indices,
 )
+from infonce.augment import MoCoV2Views, Normalize
 from infonce.sampling import ResumableSampler, SeededTransformDataset
+from infonce.tensor_data import TensorImageDataset, keep_batch, load_or_decode
 from infonce.transforms import TwoViews, crop_flip_transform, eval_transform, moco_v2_transform
 
 _STATS_IMAGES = 2000  # how many seeded train images estimate mean/std of a folder dataset
@@ -59,7 +71,13 @@ class ImageDataModule(L.LightningDataModule):
         mean: Per-channel mean; None: the CIFAR constants, or for ``folder`` estimated at setup
             from up to 2,000 seeded train images.
         std: Per-channel std, each > 0; None as for ``mean``.
-        pin_memory: Pin batches in page-locked memory.
+        pin_memory: Pin batches in page-locked memory (loader path only).
+        resident: Decode each split once into a uint8 tensor on the training device and augment
+            whole batches there; None: when ``image_size <= 64``. Images are stored at
+            ``image_size`` (resized and center-cropped like the eval transform), so crops of
+            larger images are taken from that; ``num_workers`` only speeds up the first decode.
+        cache_dir: Where decoded splits are cached (keyed by their source files); None:
+            ``$INFONCE_CACHE`` or ``~/.cache/infonce``.
 
     Shape:
         train: ((B, 3, S, S), (B, 3, S, S)) float32 views and (B,) int64 labels (moco_v2),
@@ -86,6 +104,8 @@ class ImageDataModule(L.LightningDataModule):
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
         pin_memory: bool = False,
+        resident: bool | None = None,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         if dataset not in DATASETS:
@@ -110,7 +130,10 @@ class ImageDataModule(L.LightningDataModule):
         default_mean, default_std = NORMALIZATION.get(dataset, (None, None))
         self.mean = tuple(mean) if mean is not None else default_mean  # None until setup
         self.std = tuple(std) if std is not None else default_std
+        self.resident = resident if resident is not None else image_size <= 64
+        self.cache_dir = cache_dir
         self._bases: dict[bool, Dataset] = {}  # split (train?) -> raw dataset, built once
+        self._tensors: dict[bool, tuple[Tensor, Tensor]] = {}  # split -> (images, labels)
         self._resume_at: tuple[int, int] | None = None  # (epoch, samples done) from a checkpoint
         self.train_sampler: ResumableSampler | None = None
 
@@ -140,10 +163,54 @@ class ImageDataModule(L.LightningDataModule):
             self._bases[train] = build_dataset(self.dataset, self.root, train, self.download)
         return self._bases[train]
 
-    def _split(self, train: bool, transform: Callable[[Any], Any]) -> SeededTransformDataset:
+    def _split(self, train: bool, transform: Callable[..., Any]) -> Dataset:
+        """The split (limited to its seeded subset) under a per-sample or a batch transform."""
         base = self._base(train)
         limit = self.limit_train_images if train else self.limit_test_images
-        return SeededTransformDataset(base, transform, subset_indices(len(base), limit, self.seed))
+        indices = subset_indices(len(base), limit, self.seed)
+        if not self.resident:
+            return SeededTransformDataset(base, transform, indices)
+        if train not in self._tensors:
+            images, labels = load_or_decode(base, self.image_size, self.cache_dir, self.num_workers)
+            device = self._device()
+            self._tensors[train] = images.to(device), labels.to(device)
+        return TensorImageDataset(*self._tensors[train], transform, indices)
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _loader(self, data: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        """A DataLoader over ``data``: batched in the dataset (resident) or by workers."""
+        if self.resident:
+            return DataLoader(data, batch_size=batch_size, collate_fn=keep_batch, **kwargs)
+        return DataLoader(
+            data,
+            batch_size=batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
+            **kwargs,
+        )
+
+    def _train_transform(self) -> Callable[..., Any]:
+        if not self.resident:
+            if self.augmentation == "moco_v2":
+                return TwoViews(moco_v2_transform(self.image_size, self.mean, self.std))
+            return crop_flip_transform(self.image_size, self.mean, self.std)
+        if self.augmentation == "moco_v2":
+            views = MoCoV2Views(self.image_size, mean=self.mean, std=self.std)
+            return views.to(self._device())  # (images, generator) -> (view1, view2)
+        views = MoCoV2Views(
+            self.image_size, scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0,
+            mean=self.mean, std=self.std,
+        ).to(self._device())  # fmt: skip
+        return views.view  # (images, generator) -> one view: random-resized crop and flip
+
+    def _eval_transform(self) -> Callable[..., Any]:
+        if not self.resident:
+            return eval_transform(self.image_size, self.mean, self.std)
+        return Normalize(self.mean, self.std).to(self._device())
 
     def state_dict(self) -> dict[str, int]:
         """How far training got: saved in every checkpoint, read back by a resumed run.
@@ -193,11 +260,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self._resolve_stats()
-        if self.augmentation == "moco_v2":
-            transform = TwoViews(moco_v2_transform(self.image_size, self.mean, self.std))
-        else:
-            transform = crop_flip_transform(self.image_size, self.mean, self.std)
-        data = self._split(train=True, transform=transform)
+        data = self._split(train=True, transform=self._train_transform())
         num_replicas, rank = self._replicas()
         sampler = ResumableSampler(
             len(data), self.seed, num_replicas, rank, shuffle=True, drop_last=True
@@ -208,29 +271,20 @@ class ImageDataModule(L.LightningDataModule):
         sampler.set_epoch(epoch)
         sampler.set_start(start)
         self.train_sampler = sampler
-        return DataLoader(
+        return self._loader(
             data,
-            batch_size=self.batch_size,
+            self.batch_size,
             sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
             drop_last=True,
-            worker_init_fn=None,  # augmentations are seeded per sample, not per worker
-            generator=torch.Generator(),  # worker seeds drawn here, not from the global RNG
+            # augmentations are seeded per sample (loader) or per batch (resident), never per
+            # worker; worker seeds are drawn from this generator, not from the global RNG
+            generator=torch.Generator(),
         )
 
     def _eval_loader(self, train: bool) -> DataLoader:
         self._resolve_stats()
-        transform = eval_transform(self.image_size, self.mean, self.std)
-        return DataLoader(
-            self._split(train=train, transform=transform),
-            batch_size=self.eval_batch_size,
-            shuffle=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.pin_memory,
-        )
+        data = self._split(train=train, transform=self._eval_transform())
+        return self._loader(data, self.eval_batch_size, shuffle=False)
 
     def val_dataloader(self) -> list[DataLoader] | DataLoader:
         if self.knn_memory:

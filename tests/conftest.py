@@ -154,3 +154,9 @@ def cifar10_jpeg_root(tmp_path_factory) -> Path:
         with tarfile.open(CIFAR10_JPEG_TARBALL) as tar:
             tar.extractall(target, filter="data")
     return target / "cifar10-jpeg"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def decoded_splits_cached_in_a_temporary_folder(tmp_path_factory):
+    """Resident data modules (and train.py subprocesses) cache decoded splits here, not in ~."""
+    os.environ["INFONCE_CACHE"] = str(tmp_path_factory.mktemp("infonce_cache"))

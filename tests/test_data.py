@@ -21,8 +21,12 @@ FOLDER_STATS = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 
 
 def _folder_module(root, **kwargs) -> ImageDataModule:
+    """The tiny folder, batches of 4, through the PIL loader path unless ``resident=True``."""
     args = {"dataset": "folder", "root": str(root), "batch_size": 4, "num_workers": 0}
-    return ImageDataModule(**(args | FOLDER_STATS | kwargs))
+    return ImageDataModule(**(args | FOLDER_STATS | {"resident": False} | kwargs))
+
+
+BOTH_PATHS = pytest.mark.parametrize("resident", [False, True], ids=["loader", "resident"])
 
 
 def _epoch_batches(module: ImageDataModule, epoch: int) -> list:
@@ -150,8 +154,9 @@ def test_seeded_dataset_indices_select_base_items(tiny_folder):
 # ImageDataModule
 
 
-def test_moco_v2_train_batches_are_two_float_views_and_int_labels(tiny_folder):
-    module = _folder_module(tiny_folder)
+@BOTH_PATHS
+def test_moco_v2_train_batches_are_two_float_views_and_int_labels(tiny_folder, resident):
+    module = _folder_module(tiny_folder, resident=resident)
     batches = _epoch_batches(module, 0)
     assert len(batches) == 6 == len(module.train_dataloader())
     (x1, x2), y = batches[0]
@@ -161,9 +166,42 @@ def test_moco_v2_train_batches_are_two_float_views_and_int_labels(tiny_folder):
     assert isinstance(module.train_sampler, DistributedSampler)  # Lightning won't re-wrap it
 
 
-def test_crop_flip_train_batches_are_one_view(tiny_folder):
-    x, y = next(iter(_folder_module(tiny_folder, augmentation="crop_flip").train_dataloader()))
+@BOTH_PATHS
+def test_crop_flip_train_batches_are_one_view(tiny_folder, resident):
+    module = _folder_module(tiny_folder, resident=resident, augmentation="crop_flip")
+    x, y = next(iter(module.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
+
+
+def test_resident_is_the_default_up_to_64_pixels(tiny_folder):
+    args = {"dataset": "folder", "root": str(tiny_folder)}
+    assert ImageDataModule(**args).resident
+    assert ImageDataModule(**args, image_size=64).resident
+    assert not ImageDataModule(**args, image_size=96).resident
+    assert not ImageDataModule(**args, resident=False).resident
+
+
+def test_resident_eval_batches_equal_the_loader_paths(tiny_folder, tmp_path):
+    loader = _folder_module(tiny_folder, eval_batch_size=7).val_dataloader()
+    resident = _folder_module(
+        tiny_folder, eval_batch_size=7, resident=True, cache_dir=str(tmp_path)
+    ).val_dataloader()
+    for a, b, count in zip(loader, resident, (4, 2), strict=True):
+        batches = list(zip(a, b, strict=True))
+        assert len(batches) == count  # 24 train images (the memory), then 12 test, by 7
+        for (x, y), (rx, ry) in batches:
+            torch.testing.assert_close(rx, x, rtol=0, atol=1e-6)
+            assert torch.equal(ry, y)
+
+
+def test_resident_batches_are_a_function_of_seed_epoch_and_position(tiny_folder, tmp_path):
+    first = _epoch_batches(_folder_module(tiny_folder, resident=True, cache_dir=str(tmp_path)), 1)
+    again = _epoch_batches(_folder_module(tiny_folder, resident=True, cache_dir=str(tmp_path)), 1)
+    _assert_same_batches(first, again)
+    other = _epoch_batches(_folder_module(tiny_folder, resident=True, cache_dir=str(tmp_path)), 2)
+    assert not torch.equal(first[0][0][0], other[0][0][0])
+    other_seed = _folder_module(tiny_folder, resident=True, cache_dir=str(tmp_path), seed=5)
+    assert not torch.equal(first[0][0][0], _epoch_batches(other_seed, 1)[0][0][0])
 
 
 def test_train_batches_are_identical_with_zero_and_two_workers(tiny_folder):
@@ -184,10 +222,11 @@ def test_next_epoch_gives_a_different_order_and_different_views(tiny_folder):
     assert not torch.equal(view0, view1)
 
 
-def test_resume_mid_epoch_yields_the_remaining_batches_then_full_epochs(tiny_folder):
-    full = _epoch_batches(_folder_module(tiny_folder), epoch=2)
-    next_epoch = _epoch_batches(_folder_module(tiny_folder), epoch=3)
-    resumed = _folder_module(tiny_folder)
+@BOTH_PATHS
+def test_resume_mid_epoch_yields_the_remaining_batches_then_full_epochs(tiny_folder, resident):
+    full = _epoch_batches(_folder_module(tiny_folder, resident=resident), epoch=2)
+    next_epoch = _epoch_batches(_folder_module(tiny_folder, resident=resident), epoch=3)
+    resumed = _folder_module(tiny_folder, resident=resident)
     # a checkpoint written after two batches of 4 of epoch 2
     resumed.load_state_dict(
         {"epoch": 2, "batches_done": 2, "batches_per_epoch": 6, "batch_size": 4, "world_size": 1}
@@ -200,14 +239,17 @@ def test_resume_mid_epoch_yields_the_remaining_batches_then_full_epochs(tiny_fol
     _assert_same_batches(list(loader), next_epoch)
 
 
-def test_checkpoint_at_the_end_of_an_epoch_resumes_at_the_next_epoch(tiny_folder):
-    module = _folder_module(tiny_folder)
+@BOTH_PATHS
+def test_checkpoint_at_the_end_of_an_epoch_resumes_at_the_next_epoch(tiny_folder, resident):
+    module = _folder_module(tiny_folder, resident=resident)
     module.load_state_dict(
         {"epoch": 2, "batches_done": 6, "batches_per_epoch": 6, "batch_size": 4, "world_size": 1}
     )
     loader = module.train_dataloader()
     assert module.train_sampler.epoch == 3
-    _assert_same_batches(list(loader), _epoch_batches(_folder_module(tiny_folder), epoch=3))
+    _assert_same_batches(
+        list(loader), _epoch_batches(_folder_module(tiny_folder, resident=resident), epoch=3)
+    )
 
 
 def test_resume_with_another_batch_size_warns_that_the_order_is_not_exact(tiny_folder):
@@ -226,9 +268,13 @@ def test_resume_with_another_batch_size_warns_that_the_order_is_not_exact(tiny_f
     assert module.train_sampler.epoch == 0
 
 
-def test_train_dataloader_shards_by_the_trainers_world_size_and_rank(tiny_folder):
-    module = _folder_module(tiny_folder)
-    module.trainer = SimpleNamespace(world_size=2, global_rank=1, current_epoch=0)
+@BOTH_PATHS
+def test_train_dataloader_shards_by_the_trainers_world_size_and_rank(tiny_folder, resident):
+    module = _folder_module(tiny_folder, resident=resident)
+    strategy = SimpleNamespace(root_device=torch.device("cpu"))
+    module.trainer = SimpleNamespace(
+        world_size=2, global_rank=1, current_epoch=0, strategy=strategy
+    )
     loader = module.train_dataloader()
     assert (module.train_sampler.num_replicas, module.train_sampler.rank) == (2, 1)
     assert len(loader) == 3  # 12 of 24 images, batches of 4
@@ -245,13 +291,16 @@ def test_limit_train_images_is_a_seeded_subset_used_for_training_and_memory(tiny
     assert len(test.dataset) == 12
 
 
-def test_val_dataloader_is_memory_then_test_in_order_or_test_only(tiny_folder):
-    memory, test = _folder_module(tiny_folder, eval_batch_size=5).val_dataloader()
+@BOTH_PATHS
+def test_val_dataloader_is_memory_then_test_in_order_or_test_only(tiny_folder, resident):
+    memory, test = _folder_module(
+        tiny_folder, resident=resident, eval_batch_size=5
+    ).val_dataloader()
     assert torch.equal(torch.cat([y for _, y in memory]), torch.arange(3).repeat_interleave(8))
     x, y = next(iter(test))
     assert x.shape == (5, 3, 32, 32) and x.dtype == torch.float32
     assert torch.equal(y, torch.tensor([0, 0, 0, 0, 1]))
-    only = _folder_module(tiny_folder, knn_memory=False).val_dataloader()
+    only = _folder_module(tiny_folder, resident=resident, knn_memory=False).val_dataloader()
     assert len(only.dataset) == 12
 
 
