@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 import infonce.moco
 from infonce.data import ImageDataModule
+from infonce import info_nce
 from infonce.moco import MoCo
 
 
@@ -83,16 +84,25 @@ def test_shuffled_keys_come_back_in_batch_order():
     torch.testing.assert_close(model.encode_keys(x), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_first_step_with_an_empty_queue_uses_in_batch_negatives():
+def test_first_step_with_an_empty_queue_uses_in_batch_negatives_then_the_queue():
     model = tiny_moco(bn_splits=1)
+    # (training-mode BatchNorm over one fixed batch: the same features in every call)
     x1, x2 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
-    model.log = lambda *a, **k: None
-    loss, logits, keys = model.contrast(x1, x2)
-    assert logits.shape == (8, 8) and keys.shape == (8, 128)
-    model.queue.enqueue(keys)
-    loss, logits, _ = model.contrast(x1, x2)
-    assert logits.shape == (8, 1 + 8)
-    assert torch.isfinite(loss)
+    logged = {}
+    model.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
+    q = model.encoder(x1)
+    loss, keys = model.contrast(x1, x2)
+    assert keys.shape == (8, 128)
+    torch.testing.assert_close(loss, info_nce(q, keys, None, temperature=0.1))
+    queued = model.encode_keys(torch.randn(8, 3, 32, 32))  # (8, 128)
+    model.queue.enqueue(queued)
+    loss, _ = model.contrast(x1, x2)
+    torch.testing.assert_close(loss, info_nce(q, keys, queued, temperature=0.1))
+    q = F.normalize(q)
+    logits = torch.cat([(q * keys).sum(1, keepdim=True), q @ queued.T], 1) / 0.1  # (8, 1 + 8)
+    assert logged["train/acc"] == (logits.argmax(dim=1) == 0).float().mean().item()
+    assert logged["train/pos_logit"] == pytest.approx(logits[:, 0].mean().item(), rel=1e-5)
+    assert logged["train/neg_logit"] == pytest.approx(logits[:, 1:].mean().item(), rel=1e-5)
 
 
 def test_checkpoint_carries_queue_pointer_momentum_encoder_and_rng(tiny_folder, tmp_path):
