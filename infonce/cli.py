@@ -1,5 +1,6 @@
 """The command line of ``train.py``: LightningCLI over any LightningModule and ImageDataModule."""
 
+import ctypes
 import sys
 
 from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE
@@ -41,8 +42,31 @@ def add_tensorboard_beside_csv(trainer: Trainer, available: bool) -> None:
     trainer.loggers = loggers + twins
 
 
+def keep_freed_memory() -> bool:
+    """Make glibc's malloc keep freed memory for reuse instead of returning it to the system.
+
+    A training step allocates and frees the same large tensors every time. By default glibc
+    serves each one with a fresh ``mmap`` and unmaps it on free, so every step pays page faults
+    on untouched memory again; on 2 CPU cores that was 20% of a MoCo step (``convnet``,
+    batch 256, bf16: 42 ms -> 34 ms median). ``M_MMAP_MAX = 0`` serves everything from the heap
+    and ``M_TRIM_THRESHOLD`` at its maximum never gives the top of the heap back: the process
+    keeps its peak footprint, which a training run reaches in its first steps anyway.
+
+    Returns:
+        True when it took effect (Linux with glibc), else False and nothing changed.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def main(args=None) -> None:
     """Run the CLI; a missing dataset is one readable message, not a traceback."""
+    keep_freed_memory()
     try:
         CLI(args=args)
     except DatasetNotFoundError as err:

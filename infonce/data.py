@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from infonce.augment import MoCoV2Views, Normalize
 from infonce.datasets import (
     DATASETS,
     NORMALIZATION,
@@ -31,7 +32,6 @@ from infonce.datasets import (
     num_classes,
     subset_indices,
 )
-from infonce.augment import MoCoV2Views, Normalize
 from infonce.sampling import ResumableSampler, SeededTransformDataset
 from infonce.tensor_data import TensorImageDataset, keep_batch, load_or_decode
 from infonce.transforms import TwoViews, crop_flip_transform, eval_transform, moco_v2_transform

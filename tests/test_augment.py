@@ -14,28 +14,50 @@ from infonce.augment import (
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
+    augment_view,
     color_jitter,
     grayscale,
     resized_crop,
-    sample_crop_boxes,
+    sample_crop_params,
     sample_view_params,
 )
 
-TORCHVISION_OPS = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+OURS = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+TORCHVISION = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+# Our HSV -> RGB is a closed form of torchvision's six-sector table; the two round differently
+# in float32 (each is ~1e-6 off the float64 answer), so hue agrees to ~2e-6, not bit for bit.
+ATOL = {"brightness": 1e-6, "contrast": 1e-6, "saturation": 1e-6, "hue": 1e-5}
 
 
 def images(B=16, H=32, W=32, seed=0):
-    return torch.rand(B, 3, H, W, generator=torch.Generator().manual_seed(seed))
+    """Random float images in [0, 1], with gray pixels and ties between channels mixed in."""
+    x = torch.rand(B, 3, H, W, generator=torch.Generator().manual_seed(seed))
+    x[0, :, : H // 2] = 0.5  # gray: hue and saturation undefined
+    x[1, 1] = x[1, 0]  # red and green tie
+    x[2, 2, : H // 2] = 1.0  # saturated blue
+    return x
 
 
-@pytest.mark.parametrize(("H", "W"), [(32, 32), (40, 36), (64, 48)])
+def torchvision_view(image, params, b, size):
+    """One image through torchvision's functional ops, in the order of its Compose."""
+    out = TF.resized_crop(image, *params.boxes[b].tolist(), [size, size], antialias=True)
+    if params.jitter[b]:
+        for op in params.order[b].tolist():
+            out = TORCHVISION[op](out, params.factors[b, op].item())
+    if params.gray[b]:
+        out = TF.rgb_to_grayscale(out, num_output_channels=3)
+    return TF.hflip(out) if params.flip[b] else out
+
+
+@pytest.mark.parametrize(("H", "W"), [(32, 32), (40, 36)])
 def test_resized_crop_and_flip_equal_torchvision_image_by_image(H, W):
     g = torch.Generator().manual_seed(1)
     x = images(H=H, W=W)
-    boxes = sample_crop_boxes(16, H, W, scale=(0.05, 1.0), generator=g)
+    boxes = sample_crop_params(16, H, W, (0.05, 1.0), generator=g)
     flip = torch.rand(16, generator=g) < 0.5
+    assert 0 < flip.sum() < 16
     out = resized_crop(x, boxes, 32, flip)
-    assert out.shape == (16, 3, 32, 32)
+    assert out.shape == (16, 3, 32, 32) and out.dtype == torch.float32
     for b in range(16):
         expected = TF.resized_crop(x[b], *boxes[b].tolist(), [32, 32], antialias=True)
         expected = TF.hflip(expected) if flip[b] else expected
@@ -43,68 +65,85 @@ def test_resized_crop_and_flip_equal_torchvision_image_by_image(H, W):
 
 
 def test_downscaling_crops_are_antialiased_like_torchvision():
-    x = images(B=2, H=96, W=96)
-    boxes = torch.tensor([[0, 0, 96, 96], [10, 20, 70, 50]])
+    x = images(B=3, H=96, W=80)
+    boxes = torch.tensor([[0, 0, 96, 80], [10, 20, 70, 50], [5, 7, 30, 61]])
     out = resized_crop(x, boxes, 24)
-    for b in range(2):
+    for b in range(3):
         expected = TF.resized_crop(x[b], *boxes[b].tolist(), [24, 24], antialias=True)
         torch.testing.assert_close(out[b], expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("op", range(4), ids=["brightness", "contrast", "saturation", "hue"])
+def test_uint8_images_are_cropped_as_images_over_255():
+    x = (images(B=8) * 255).round().to(torch.uint8)
+    boxes = sample_crop_params(8, 32, 32, generator=torch.Generator().manual_seed(2))
+    torch.testing.assert_close(
+        resized_crop(x, boxes, 32), resized_crop(x.float() / 255, boxes, 32), rtol=0, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("op", range(4), ids=list(ATOL))
 def test_each_jitter_op_equals_torchvision_with_a_factor_per_image(op):
     x = images()
-    g = torch.Generator().manual_seed(op)
-    factor = (
-        torch.rand(16, generator=g) * 0.2 - 0.1 if op == 3 else torch.rand(16, generator=g) + 0.5
-    )
-    ours = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)[op]
-    out = ours(x, factor)
+    u = torch.rand(16, generator=torch.Generator().manual_seed(op))
+    factor = u - 0.5 if op == 3 else 2 * u  # hue in [-0.5, 0.5], the others in [0, 2]
+    out = OURS[op](x, factor)
     for b in range(16):
-        expected = TORCHVISION_OPS[op](x[b], factor[b].item())
-        # hue: the HSV -> RGB closed form differs from torchvision's table by float rounding
-        torch.testing.assert_close(out[b], expected, rtol=0, atol=1e-6 if op == 3 else 0)
+        expected = TORCHVISION[op](x[b], factor[b].item())
+        torch.testing.assert_close(out[b], expected, rtol=0, atol=list(ATOL.values())[op])
+
+
+def test_jitter_ops_write_into_out_even_when_it_is_the_input():
+    x = images()
+    factor = torch.linspace(-0.5, 0.5, 16)
+    for op, fn in enumerate(OURS):
+        f = factor if op == 3 else factor + 1
+        expected = fn(x, f)
+        y = x.clone()
+        assert fn(y, f, out=y) is y
+        torch.testing.assert_close(y, expected, rtol=0, atol=0)
 
 
 def test_color_jitter_applies_each_images_ops_in_its_own_order():
-    params = sample_view_params(16, 32, 32, generator=torch.Generator().manual_seed(3))
-    x = images()
+    B = 48
+    params = sample_view_params(B, 32, 32, generator=torch.Generator().manual_seed(3))
+    x = images(B)
     out = color_jitter(x, params.jitter, params.factors, params.order)
-    assert 0 < params.jitter.sum() < 16  # some images jittered, some not
-    for b in range(16):
+    assert 0 < params.jitter.sum() < B  # some images jittered, some left alone
+    for b in range(B):
         expected = x[b]
         if params.jitter[b]:
             for op in params.order[b].tolist():
-                expected = TORCHVISION_OPS[op](expected, params.factors[b, op].item())
-        torch.testing.assert_close(out[b], expected, rtol=0, atol=1e-6)
+                expected = TORCHVISION[op](expected, params.factors[b, op].item())
+        torch.testing.assert_close(out[b], expected, rtol=0, atol=1e-5)
+    assert torch.equal(out[~params.jitter], x[~params.jitter])
+
+
+def test_color_jitter_with_nothing_or_everything_applied():
+    x = images(B=4)
+    factors, order = torch.tensor([[1.2, 0.8, 1.1, 0.05]] * 4), torch.arange(4).repeat(4, 1)
+    assert torch.equal(color_jitter(x, torch.zeros(4, dtype=torch.bool), factors, order), x)
+    out = color_jitter(x, torch.ones(4, dtype=torch.bool), factors, order)
+    expected = adjust_hue(adjust_saturation(adjust_contrast(adjust_brightness(
+        x, factors[:, 0]), factors[:, 1]), factors[:, 2]), factors[:, 3])  # fmt: skip
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 def test_grayscale_equals_torchvision_where_applied():
     x = images()
     apply = torch.arange(16) % 3 == 0
     out = grayscale(x, apply)
-    torch.testing.assert_close(out[apply], TF.rgb_to_grayscale(x[apply], 3), rtol=0, atol=0)
+    expected = TF.rgb_to_grayscale(x[apply], num_output_channels=3)
+    torch.testing.assert_close(out[apply], expected, rtol=0, atol=1e-6)
     assert torch.equal(out[~apply], x[~apply])
 
 
-def test_a_whole_view_equals_torchvision_composed_per_image():
-    views = MoCoV2Views(32, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
-    x = images(B=24)
-    params = sample_view_params(24, 32, 32, generator=torch.Generator().manual_seed(4))
-    from infonce.augment import augment
-
-    out = views.normalize(augment(x, params, 32))
-    for b in range(24):
-        expected = TF.resized_crop(x[b], *params.boxes[b].tolist(), [32, 32], antialias=True)
-        if params.jitter[b]:
-            for op in params.order[b].tolist():
-                expected = TORCHVISION_OPS[op](expected, params.factors[b, op].item())
-        if params.gray[b]:
-            expected = TF.rgb_to_grayscale(expected, 3)
-        if params.flip[b]:
-            expected = TF.hflip(expected)
-        expected = TF.normalize(expected, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
-        torch.testing.assert_close(out[b], expected, rtol=0, atol=1e-5)
+def test_a_whole_view_equals_torchvisions_compose_image_by_image():
+    B = 32
+    x = images(B, 40, 36)
+    params = sample_view_params(B, 40, 36, generator=torch.Generator().manual_seed(4))
+    out = augment_view(x, params, 32)
+    for b in range(B):
+        torch.testing.assert_close(out[b], torchvision_view(x[b], params, b, 32), rtol=0, atol=1e-5)
 
 
 def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -118,15 +157,13 @@ def ks_statistic(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_crop_boxes_follow_torchvisions_distribution():
     n, H, W = 20_000, 32, 32
-    ours = sample_crop_boxes(n, H, W, (0.2, 1.0), generator=torch.Generator().manual_seed(5))
+    ours = sample_crop_params(n, H, W, (0.2, 1.0), generator=torch.Generator().manual_seed(5))
     torch.manual_seed(5)
+    image = torch.empty(3, H, W)
     theirs = torch.tensor(
-        [
-            T.RandomResizedCrop.get_params(torch.empty(3, H, W), [0.2, 1.0], [3 / 4, 4 / 3])
-            for _ in range(n)
-        ]
+        [T.RandomResizedCrop.get_params(image, [0.2, 1.0], [3 / 4, 4 / 3]) for _ in range(n)]
     )
-    critical = 1.95 * math.sqrt(2 / n)  # two-sample KS at the 0.001 level
+    critical = math.sqrt(-math.log(0.001 / 2) / 2) * math.sqrt(2 / n)  # KS, level 0.001
     features = {
         "area": lambda box: (box[:, 2] * box[:, 3]).float() / (H * W),
         "aspect": lambda box: box[:, 3].float() / box[:, 2].float(),
@@ -135,11 +172,12 @@ def test_crop_boxes_follow_torchvisions_distribution():
     }
     for name, feature in features.items():
         assert ks_statistic(feature(ours), feature(theirs)) < critical, name
+    assert (ours >= 0).all() and (ours[:, 2:] >= 1).all()
     assert (ours[:, 0] + ours[:, 2] <= H).all() and (ours[:, 1] + ours[:, 3] <= W).all()
 
 
 def test_impossible_crops_fall_back_to_torchvisions_central_crop():
-    boxes = sample_crop_boxes(8, 10, 40, scale=(0.9, 1.0), ratio=(1.0, 1.0))  # never fits
+    boxes = sample_crop_params(8, 10, 40, scale=(0.9, 1.0), ratio=(1.0, 1.0))  # never fits
     torch.manual_seed(0)
     expected = T.RandomResizedCrop.get_params(torch.empty(3, 10, 40), [0.9, 1.0], [1.0, 1.0])
     assert boxes.tolist() == [list(expected)] * 8 == [[0, 15, 10, 10]] * 8
@@ -153,67 +191,90 @@ def test_coin_rates_factor_ranges_and_orders_match_the_recipe():
         ("jitter", p.jitter, 0.8),
         ("gray", p.gray, 0.2),
     ):
-        error = 4 * math.sqrt(rate * (1 - rate) / n)
-        assert abs(coins.float().mean().item() - rate) < error, name
+        assert coins.dtype == torch.bool
+        standard_error = math.sqrt(rate * (1 - rate) / n)
+        assert abs(coins.float().mean().item() - rate) < 4 * standard_error, name
     low, high = p.factors.amin(dim=0), p.factors.amax(dim=0)
+    assert (low >= torch.tensor([0.6, 0.6, 0.6, -0.1])).all()
+    assert (high <= torch.tensor([1.4, 1.4, 1.4, 0.1])).all()
     torch.testing.assert_close(low, torch.tensor([0.6, 0.6, 0.6, -0.1]), atol=1e-3, rtol=0)
     torch.testing.assert_close(high, torch.tensor([1.4, 1.4, 1.4, 0.1]), atol=1e-3, rtol=0)
     assert torch.equal(p.order.sort(dim=1).values, torch.arange(4).expand(n, 4))
-    counts = torch.unique(p.order, dim=0, return_counts=True)[1]
-    assert len(counts) == 24 and (counts - n / 24).abs().max() < 5 * math.sqrt(n / 24)
+    orders, counts = torch.unique(p.order, dim=0, return_counts=True)
+    assert len(orders) == 24
+    assert (counts - n / 24).abs().max() < 5 * math.sqrt(n / 24 * (23 / 24))
 
 
 def test_every_image_gets_its_own_views():
     one = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
-    x1, x2 = MoCoV2Views(32)(one.expand(64, 3, 32, 32), torch.Generator().manual_seed(7))
-    distinct = {tuple(v.flatten()[:64].tolist()) for v in x1}
-    assert len(distinct) > 60  # not one view copied 64 times
-    assert not torch.equal(x1, x2)
+    copies = one.expand(64, 3, 32, 32)
+    x1, x2 = MoCoV2Views(32)(copies, torch.Generator().manual_seed(7))
+    assert len(torch.unique(x1.flatten(1), dim=0)) == 64  # no two views alike
+    assert not any(torch.equal(a, b) for a, b in zip(x1, x2, strict=True))
 
 
-def test_seeded_generator_gives_identical_views_and_uint8_equals_float():
+def test_seeded_generator_gives_identical_views_and_forward_is_two_views():
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     views = MoCoV2Views(32)
     a = views(x, torch.Generator().manual_seed(8))
     b = views(x, torch.Generator().manual_seed(8))
-    c = views(x.float() / 255, torch.Generator().manual_seed(8))
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    g = torch.Generator().manual_seed(8)
+    first, second = views.view(x, g), views.view(x, g)
+    assert torch.equal(a[0], first) and torch.equal(a[1], second)
+    torch.manual_seed(9)
+    c = views(x)
+    torch.manual_seed(9)
+    assert all(torch.equal(u, v) for u, v in zip(c, views(x), strict=True))
+
+
+def test_uint8_input_equals_float_input_over_255_and_output_is_float32():
+    x = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8)
+    views = MoCoV2Views(24)
+    a = views(x, torch.Generator().manual_seed(10))
+    c = views(x.double() / 255, torch.Generator().manual_seed(10))
     for u, v in zip(a, c, strict=True):
-        torch.testing.assert_close(u, v, rtol=0, atol=1e-6)
-    assert a[0].dtype == torch.float32 and a[0].shape == (8, 3, 32, 32)
+        assert u.shape == (8, 3, 24, 24) and u.dtype == torch.float32 and u.is_contiguous()
+        torch.testing.assert_close(u, v, rtol=0, atol=1e-5)
 
 
-def test_normalisation_and_output_size():
-    x = torch.full((4, 3, 40, 40), 128, dtype=torch.uint8)
-    views = MoCoV2Views(
-        24, jitter_p=0.0, grayscale_p=0.0, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
-    )
-    out = views.view(x)
-    assert out.shape == (4, 3, 24, 24)
-    torch.testing.assert_close(out, torch.full_like(out, (128 / 255 - 0.5) / 0.5))
+def test_views_are_normalised_with_mean_and_std():
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    plain = MoCoV2Views(32).view(x, torch.Generator().manual_seed(11))
+    normed = MoCoV2Views(32, mean=mean, std=std).view(x, torch.Generator().manual_seed(11))
+    torch.testing.assert_close(normed, TF.normalize(plain, mean, std), rtol=0, atol=1e-6)
     torch.testing.assert_close(
-        Normalize((0.5,) * 3, (0.5,) * 3)(x),
-        torch.full((4, 3, 40, 40), (128 / 255 - 0.5) / 0.5),
+        Normalize(mean, std)(x), TF.normalize(x.float() / 255, mean, std), rtol=0, atol=1e-6
     )
 
 
-def test_module_moves_with_to():
-    views = MoCoV2Views(32, mean=(0.5,) * 3, std=(0.2,) * 3).to(torch.float64)
-    assert views.normalize.mean.dtype == torch.float64 and "mean" not in views.state_dict()
+def test_mean_and_std_are_non_persistent_buffers_that_move_with_to():
+    views = MoCoV2Views(32, mean=(0.5,) * 3, std=(0.2,) * 3)
+    assert views.mean.shape == views.std.shape == (1, 3, 1, 1)
+    assert "mean" not in views.state_dict() and "std" not in views.state_dict()
+    moved = views.to("meta")
+    assert moved.mean.device.type == "meta" and moved.std.device.type == "meta"
+    assert MoCoV2Views(32).mean is None
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
         ({"size": 0}, "size must be an integer >= 1, got 0"),
-        ({"scale": (0.5, 0.2)}, r"scale must be .* got \(0.5, 0.2\)"),
-        ({"scale": (0.0, 1.0)}, "scale must be"),
+        ({"size": 32.0}, "size must be an integer >= 1, got 32.0"),
+        ({"scale": (0.5, 0.2)}, r"scale must be \(low, high\) with 0 < low <= high <= 1, got"),
+        ({"scale": (0.0, 1.0)}, r"scale must be .* got \(0.0, 1.0\)"),
+        ({"scale": (0.5, 1.5)}, r"scale must be .* got \(0.5, 1.5\)"),
         ({"ratio": (0.0, 1.0)}, "ratio must be"),
-        ({"jitter": (0.4, 0.4, 0.4, 0.7)}, "jitter must be"),
-        ({"jitter_p": 1.5}, "jitter_p must be a probability in \\[0, 1\\], got 1.5"),
+        ({"jitter": (0.4, 0.4, 0.4, 0.7)}, "jitter must be .* got"),
+        ({"jitter": (-0.1, 0.4, 0.4, 0.1)}, "jitter must be"),
+        ({"jitter_p": 1.5}, r"jitter_p must be a probability in \[0, 1\], got 1.5"),
         ({"grayscale_p": -0.1}, "grayscale_p must be a probability"),
         ({"flip_p": 2}, "flip_p must be a probability"),
-        ({"mean": (0.5, 0.5), "std": (0.2, 0.2, 0.2)}, "mean and std must be 3 values"),
+        ({"mean": (0.5, 0.5, 0.5)}, "mean and std must both be given or both None"),
+        ({"mean": (0.5, 0.5), "std": (0.2, 0.2, 0.2)}, "mean must be 3 finite numbers"),
+        ({"mean": (0.5,) * 3, "std": (0.2, 0.0, 0.2)}, "std must be 3 finite numbers > 0"),
     ],
 )
 def test_bad_hyperparameters_are_value_errors_naming_them(kwargs, match):
@@ -225,11 +286,8 @@ def test_bad_hyperparameters_are_value_errors_naming_them(kwargs, match):
     ("x", "match"),
     [
         (torch.zeros(3, 32, 32), r"images must be a \(B, 3, H, W\) tensor, got \(3, 32, 32\)"),
-        (torch.zeros(2, 1, 32, 32), r"got \(2, 1, 32, 32\)"),
-        (
-            torch.zeros(2, 3, 32, 32, dtype=torch.int32),
-            "uint8 or floating point, got dtype torch.int32",
-        ),
+        (torch.zeros(2, 1, 32, 32), r"images must be a \(B, 3, H, W\) tensor, got \(2, 1, 32"),
+        (torch.zeros(2, 3, 32, 32, dtype=torch.int32), "uint8 or floating point, got .*int32"),
     ],
 )
 def test_bad_images_are_value_errors(x, match):
@@ -237,12 +295,31 @@ def test_bad_images_are_value_errors(x, match):
         MoCoV2Views(32)(x)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_views_on_cuda_equal_the_same_parameters_on_cpu():
-    from infonce.augment import augment
+def test_bad_parameter_shapes_are_value_errors():
+    x = images(B=4)
+    with pytest.raises(ValueError, match=r"boxes must have shape \(4, 4\), got \(3, 4\)"):
+        resized_crop(x, torch.zeros(3, 4, dtype=torch.int64), 32)
+    with pytest.raises(ValueError, match=r"flip must have shape \(4,\)"):
+        resized_crop(x, torch.tensor([[0, 0, 32, 32]] * 4), 32, torch.zeros(5, dtype=torch.bool))
+    apply, factors, order = torch.ones(4, dtype=torch.bool), torch.ones(4, 4), torch.eye(4).long()
+    with pytest.raises(ValueError, match=r"order must have shape \(4, 4\), got \(4, 3\)"):
+        color_jitter(x, apply, factors, order[:, :3])
+    with pytest.raises(ValueError, match=r"apply must have shape \(4,\)"):
+        color_jitter(x, apply[:2], factors, order)
+    with pytest.raises(ValueError, match=r"scale must be .* got \(0.0, 1.0\)"):
+        sample_crop_params(4, 32, 32, scale=(0.0, 1.0))
 
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_views_on_cuda_equal_the_same_parameters_on_cpu_and_follow_a_cuda_generator():
     x = images(B=32)
-    params = sample_view_params(32, 32, 32, generator=torch.Generator().manual_seed(9))
-    expected = augment(x, params, 32)
-    on_gpu = augment(x.cuda(), type(params)(*(t.cuda() for t in params)), 32)
+    params = sample_view_params(32, 32, 32, generator=torch.Generator().manual_seed(12))
+    expected = augment_view(x, params, 32)
+    on_gpu = augment_view(x.cuda(), type(params)(*(t.cuda() for t in params)), 32)
     torch.testing.assert_close(on_gpu.cpu(), expected, rtol=0, atol=1e-5)
+    views = MoCoV2Views(32, mean=(0.5,) * 3, std=(0.2,) * 3).cuda()
+    a = views(x.cuda(), torch.Generator("cuda").manual_seed(13))
+    b = views(x.cuda(), torch.Generator("cuda").manual_seed(13))
+    assert a[0].is_cuda and all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+    with pytest.raises(ValueError, match="generator must be on the device of images"):
+        views(x.cuda(), torch.Generator().manual_seed(0))

@@ -27,3 +27,12 @@ def test_no_tensorboard_log_when_tensorboard_is_missing(tmp_path):
     trainer = csv_trainer(tmp_path)
     add_tensorboard_beside_csv(trainer, available=False)
     assert len(trainer.loggers) == 1 and isinstance(trainer.loggers[0], CSVLogger)
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    import platform
+
+    from infonce.cli import keep_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected

@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import infonce.moco
-from infonce.data import ImageDataModule
 from infonce import info_nce
+from infonce.data import ImageDataModule
 from infonce.moco import MoCo
 
 
@@ -152,3 +152,19 @@ def test_cosine_momentum_schedule_reaches_one_at_the_end(tiny_folder):
 def test_bad_hyperparameters_are_value_errors(name, value, match):
     with pytest.raises(ValueError, match=match):
         tiny_moco(**{name: value})
+
+
+def test_compile_flag_keeps_checkpoint_keys_and_channels_last_keeps_values():
+    plain = tiny_moco(channels_last=False)
+    compiled = tiny_moco(compile=True)  # nn.Module.compile: compiled lazily, in place
+    assert list(compiled.state_dict()) == list(plain.state_dict())
+    conv = compiled.encoder[0].layers[0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    fast = tiny_moco()
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(8, 3, 32, 32)
+    plain.eval(), fast.eval()
+    torch.testing.assert_close(
+        fast.encoder(x.contiguous(memory_format=torch.channels_last)), plain.encoder(x),
+        rtol=1e-4, atol=1e-5,
+    )  # fmt: skip
