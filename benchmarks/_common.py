@@ -9,9 +9,11 @@ later implementation cannot reuse an earlier one's pages unseen. On CUDA it is
 ``torch.cuda.max_memory_allocated`` above the allocation before the call.
 """
 
+import contextlib
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,19 +32,23 @@ def reexec_with_exact_rss() -> None:
         os.execv(sys.executable, [sys.executable, *sys.argv])
 
 
-def cap_memory(margin_bytes: int = 2 * 2**30) -> None:
-    """Make allocations beyond the machine's available memory fail with an error.
+@contextlib.contextmanager
+def memory_cap(margin_bytes: int = 2 * 2**30):
+    """Inside, an allocation beyond the machine's available memory fails with an error.
 
     Linux would otherwise grant a peer's huge allocation and then kill the whole benchmark
-    when the pages are touched; with the address space capped, the allocation raises
-    ``RuntimeError`` and the peer is reported as failing.
+    when its pages are touched; with the address space capped (soft limit, restored on exit),
+    the allocation raises ``RuntimeError`` and the peer is reported as failing.
     """
-    import resource
-
     meminfo = open("/proc/meminfo").read()
     available = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = _rss_bytes("VmSize") + max(available - margin_bytes, 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 def machine(device: torch.device) -> str:

@@ -22,16 +22,18 @@ def knn_top1_values(run_dir: Path) -> list[float]:
 
 
 def test_short_moco_run_on_real_cifar10_beats_knn_at_initialisation(cifar10_jpeg_root, tmp_path):
+    """cpu_quick.yaml as shipped (resident data, bf16), 3 epochs of the 50,000 train images."""
     args = [
         "--config", str(REPO / "configs/cpu_quick.yaml"),
         "--data.dataset", "folder", "--data.root", str(cifar10_jpeg_root),
-        "--data.limit_train_images", "5000", "--data.limit_test_images", "1000",
-        "--data.batch_size", "128", "--trainer.max_epochs", "3",
-        "--trainer.check_val_every_n_epoch", "3", "--trainer.enable_progress_bar", "false",
+        "--data.limit_test_images", "2000",
+        "--trainer.max_epochs", "3", "--trainer.check_val_every_n_epoch", "3",
+        "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     for command in ("validate", "fit"):  # validate first: the same network at initialisation
         subprocess.run([sys.executable, str(REPO / "train.py"), command, *args], cwd=tmp_path,
                        check=True, capture_output=True, timeout=900)  # fmt: skip
     at_init, after = knn_top1_values(tmp_path / "runs/cpu_quick")
-    print(f"kNN top-1, 1,000 real CIFAR-10 test images: {at_init:.1f}% at init, {after:.1f}% after")
-    assert after > at_init + 1.0
+    print(f"kNN top-1, 2,000 real CIFAR-10 test images: {at_init:.1f}% at init, {after:.1f}% after")
+    assert after > at_init + 3.0
+    assert list((tmp_path / "runs/cpu_quick/checkpoints").glob("best-epoch2-knn*.ckpt"))
