@@ -64,6 +64,11 @@ def _labels(dataset: Dataset) -> list[int]:
     return [int(t) for t in dataset.targets]
 
 
+def _is_cifar_at(dataset: Dataset, size: int) -> bool:
+    """A torchvision CIFAR whose arrays already hold (size, size) images: nothing to decode."""
+    return isinstance(dataset, CIFAR10) and dataset.data.shape[1:3] == (size, size)
+
+
 class _Decoded(Dataset):
     def __init__(self, dataset: Dataset, size: int):
         self.dataset, self.resize = dataset, ResizeIfNeeded(size)
@@ -92,7 +97,7 @@ def decode(
         RuntimeError: an unreadable image, named by its path.
     """
     labels = torch.tensor(_labels(dataset), dtype=torch.int64)  # (N,)
-    if isinstance(dataset, CIFAR10) and dataset.data.shape[1:3] == (size, size):
+    if _is_cifar_at(dataset, size):
         images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
         return images, labels
     loader = DataLoader(_Decoded(dataset, size), batch_size=512, num_workers=num_workers)
@@ -118,7 +123,7 @@ def load_or_decode(
     reshape). Arguments and results as :func:`decode`; ``cache_dir`` defaults to
     :func:`default_cache_dir`.
     """
-    if isinstance(dataset, CIFAR10) and dataset.data.shape[1:3] == (size, size):
+    if _is_cifar_at(dataset, size):
         return decode(dataset, size)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     kind = type(dataset).__name__.lower()
