@@ -5,7 +5,8 @@
     python benchmarks/time_to_accuracy.py --at-init                     # also kNN at initialisation
 
 Runs ``train.py fit`` (and with ``--at-init`` first ``train.py validate`` on the untrained
-network) in a fresh working folder under ``runs/time_to_accuracy/``, on the 60,000 CIFAR-10
+network) in a fresh run folder under ``runs/time_to_accuracy/`` (``--trainer.default_root_dir``:
+checkpoints, logs and the curves PNG all land there), on the 60,000 CIFAR-10
 images of ``../shared/datasets/cifar10-jpeg.tar.xz`` through ``dataset: folder``, and prints the
 wall time of the fit, the last ``val/knn_top1`` (weighted kNN, k=200, on all 10,000 test
 images) and a PNG of the curves. Arguments after ``--`` go to ``train.py``. The JPEG copy can
@@ -51,8 +52,10 @@ def main() -> None:
         "folder",
         "--data.root",
         str(root),
+        "--trainer.default_root_dir",
+        str(run),
         *args.train_args,
-    ]  # fmt: skip  (the config's relative runs/ paths land inside `run`, the working folder)
+    ]
     train = [sys.executable, str(REPO / "train.py")]
     if args.at_init:
         subprocess.run([*train, "validate", *common], check=True, cwd=run)

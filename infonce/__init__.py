@@ -15,8 +15,18 @@ __all__ = [
     "info_nce",
     "info_nce_logits",
     "info_nce_stats",
+    "load_backbone",
     "momentum_update",
     "separated_loss",
     "softmax_with_temperature",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # load_backbone needs torchvision's models: imported when first asked for, not with infonce
+    if name == "load_backbone":
+        from infonce.export import load_backbone
+
+        return load_backbone
+    raise AttributeError(f"module 'infonce' has no attribute {name!r}")

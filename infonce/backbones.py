@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 
 BACKBONES = ("resnet18", "resnet50", "convnet")
+FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048, "convnet": 128}  # F of each, as built here
 
 
 class SplitBatchNorm(nn.BatchNorm2d):
@@ -77,8 +78,9 @@ class SplitBatchNorm(nn.BatchNorm2d):
                 momentum = 1.0 / float(self.num_batches_tracked)
 
         # Chunk j of the batch becomes channels [j*C, (j+1)*C) of one batch of N/s samples, so
-        # one batch_norm call normalises every chunk with its own statistics.
-        x = input.reshape(s, N // s, C, H, W).transpose(0, 1).reshape(N // s, s * C, H, W)
+        # one batch_norm call normalises every chunk with its own statistics. The regrouping is
+        # done in the input's memory layout, so channels_last stays channels_last.
+        x = _splits_to_channels(input, s)  # (N/s, s*C, H, W)
         running_mean = _repeat(self.running_mean, s)  # (s*C,) or None
         running_var = _repeat(self.running_var, s)  # (s*C,) or None
         out = F.batch_norm(
@@ -95,7 +97,7 @@ class SplitBatchNorm(nn.BatchNorm2d):
             with torch.no_grad():
                 self.running_mean.copy_(running_mean.view(s, C).mean(dim=0))
                 self.running_var.copy_(running_var.view(s, C).mean(dim=0))
-        return out.reshape(N // s, s, C, H, W).transpose(0, 1).reshape(N, C, H, W)
+        return _channels_to_splits(out, s)  # (N, C, H, W)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_splits={self.num_splits}"
@@ -103,6 +105,30 @@ class SplitBatchNorm(nn.BatchNorm2d):
 
 def _repeat(x: Tensor | None, s: int) -> Tensor | None:
     return None if x is None else x.repeat(s)
+
+
+def _splits_to_channels(x: Tensor, s: int) -> Tensor:
+    """(N, C, H, W) -> (N/s, s*C, H, W): chunk j of the batch moves to channels [jC, (j+1)C).
+
+    One copy, in the layout of ``x``: a channels_last input gives a channels_last output.
+    """
+    N, C, H, W = x.shape
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return x.reshape(s, N // s, C, H, W).transpose(0, 1).reshape(N // s, s * C, H, W)
+    nhwc = x.permute(0, 2, 3, 1)  # (N, H, W, C), a view of the channels_last storage
+    y = nhwc.reshape(s, N // s, H, W, C).permute(1, 2, 3, 0, 4).reshape(N // s, H, W, s * C)
+    return y.permute(0, 3, 1, 2)  # (N/s, s*C, H, W), channels_last
+
+
+def _channels_to_splits(y: Tensor, s: int) -> Tensor:
+    """Inverse of :func:`_splits_to_channels`, again in the layout of ``y``."""
+    M, sC, H, W = y.shape
+    C = sC // s
+    if y.is_contiguous() or not y.is_contiguous(memory_format=torch.channels_last):
+        return y.reshape(M, s, C, H, W).transpose(0, 1).reshape(M * s, C, H, W)
+    nhwc = y.permute(0, 2, 3, 1)  # (N/s, H, W, s*C)
+    x = nhwc.reshape(M, H, W, s, C).permute(3, 0, 1, 2, 4).reshape(M * s, H, W, C)
+    return x.permute(0, 3, 1, 2)  # (N, C, H, W), channels_last
 
 
 class ConvNet(nn.Module):
@@ -209,7 +235,7 @@ def build_backbone(name: str, bn_splits: int = 1, cifar_stem: bool = True) -> tu
         encoder = ConvNet(bn_splits=bn_splits)
         return encoder, encoder.num_features
 
-    make, dim = {"resnet18": (resnet18, 512), "resnet50": (resnet50, 2048)}[name]
+    make, dim = {"resnet18": resnet18, "resnet50": resnet50}[name], FEATURE_DIMS[name]
     encoder = make(weights=None, norm_layer=partial(SplitBatchNorm, num_splits=bn_splits))
     if cifar_stem:
         encoder.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)

@@ -96,8 +96,13 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
         p_pos = torch.exp2(l_pos - lse)  # (N,)
         dq = (weighted / s[:, None] - key) / temperature if need_dq else None  # (N, D)
         dk = (p_pos - 1.0)[:, None] * query / temperature if need_dk else None  # (N, D)
-        ctx.save_for_backward(dq, dk, *((q2, negatives, lse) if need_dn else ()))
-        ctx.normalize, ctx.chunk_size = normalize, chunk_size
+        # The inputs too (references, not copies): a double backward recomputes from them.
+        # Negatives that need no gradient (a queue) are kept outside autograd's version check,
+        # so the queue may be overwritten in place before a first-order backward.
+        ctx.save_for_backward(query, key, negatives if need_dn else None, dq, dk, lse)
+        if not need_dn:
+            ctx.negatives, ctx.negatives_version = negatives, negatives._version
+        ctx.normalize, ctx.chunk_size, ctx.temperature = normalize, chunk_size, temperature
         l_pos, max_neg = l_pos * _LN2, max_neg * _LN2  # back to q.k / T
         mean_neg = (query @ neg_sum) / (temperature * max(K, 1))  # (N,); 0 without stats or K
         ctx.mark_non_differentiable(l_pos, max_neg, mean_neg)
@@ -105,13 +110,23 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, *unused):
-        dq, dk, *rest = ctx.saved_tensors
+        query, key, negatives, dq, dk, lse = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
+            if negatives is None:
+                negatives = ctx.negatives
+                if negatives._version != ctx.negatives_version:
+                    raise RuntimeError(
+                        "chunked_info_nce: negatives were modified in place between the forward "
+                        "pass and a double backward (create_graph=True); pass a copy, such as "
+                        "MemoryQueue.negatives()"
+                    )
+            return (*_differentiable_grads(ctx, query, key, negatives, grad_loss), *[None] * 4)
         g = grad_loss[:, None]  # (N, 1)
         grad_q = dq * g if dq is not None else None
         grad_k = dk * g if dk is not None else None
         grad_n = None
-        if rest:
-            q2, negatives, lse = rest
+        if negatives is not None:  # saved when they need a gradient
+            q2 = query * (_LOG2E / ctx.temperature)  # (N, D), as in forward
             qg = q2 * (g * _LN2)  # (N, D): g_i q_i / T, since q2 = q log2(e) / T
             grad_n = torch.empty_like(negatives)
             for start in range(0, negatives.shape[0], ctx.chunk_size):
@@ -124,6 +139,24 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
                     dn = (dn - n * (n * dn).sum(dim=1, keepdim=True)) / norm
                 grad_n[start : start + ctx.chunk_size] = dn
         return grad_q, grad_k, grad_n, None, None, None, None
+
+
+def _differentiable_grads(ctx, query, key, negatives, grad_loss) -> list[Tensor | None]:
+    """dL/d(query, key, negatives) as differentiable functions of the inputs, for a double
+    backward (gradient penalties, Hessian-vector products, meta-learning).
+
+    Recomputes the loss with the (N, 1+K) logits and lets autograd differentiate it: the memory
+    the chunked path saves is spent here, only when a second derivative is asked for.
+    """
+    n = negatives.to(query.dtype)
+    n = F.normalize(n, dim=1) if ctx.normalize else n  # (K, D)
+    l_pos = (query * key).sum(dim=1, keepdim=True)  # (N, 1)
+    logits = torch.cat([l_pos, query @ n.T], dim=1) / ctx.temperature  # (N, 1+K)
+    loss = torch.logsumexp(logits, dim=1) - logits[:, 0]  # (N,)
+    needs = ctx.needs_input_grad[:3]
+    wanted = [t for t, need in zip((query, key, negatives), needs, strict=True) if need]
+    grads = iter(torch.autograd.grad(loss, wanted, grad_loss, create_graph=True))
+    return [next(grads) if need else None for need in needs]
 
 
 def chunked_info_nce(
@@ -142,6 +175,9 @@ def chunked_info_nce(
     (N, 1+K) logits are never materialised, and the gradient with respect to the query is
     accumulated during the forward pass (so backward costs almost nothing). A gradient with
     respect to ``negatives``, when they require one, is recomputed chunk by chunk in backward.
+    Double backward (``create_graph=True``) is supported: that backward recomputes the loss
+    from the (N, 1+K) logits so that autograd can differentiate it again (exact second
+    derivatives, the reference's memory, only then).
     :func:`infonce.info_nce` takes this path by itself for large K.
 
     Args:

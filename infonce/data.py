@@ -51,9 +51,10 @@ class ImageDataModule(L.LightningDataModule):
     """CIFAR-10/100 or an image folder, with seeded, resumable, worker-count-free batches.
 
     Train batches are ``((x1, x2), y)`` for ``augmentation="moco_v2"`` (two MoCo v2 views)
-    or ``(x, y)`` for ``"crop_flip"``. ``val_dataloader`` returns
-    ``[memory, test]`` loaders when ``knn_memory`` (the train split, limited as for training,
-    under the eval transform: the kNN memory bank), else the test loader alone.
+    or ``(x, y)`` for ``"crop_flip"``. With ``knn_memory``, ``val_dataloader`` is one loader over
+    the train split (limited as for training, under the eval transform: the kNN memory bank)
+    followed by the test split, in batches ``(x, y, is_query)`` (``is_query`` False for memory
+    items); without, the test loader, in batches ``(x, y)``.
 
     Args:
         dataset: ``cifar10`` | ``cifar100`` | ``folder`` (``root/{train,test}/<class>/<img>``).
@@ -81,7 +82,8 @@ class ImageDataModule(L.LightningDataModule):
 
     Shape:
         train: ((B, 3, S, S), (B, 3, S, S)) float32 views and (B,) int64 labels (moco_v2),
-        or (B, 3, S, S) and (B,). eval: (B, 3, S, S) float32 and (B,) int64.
+        or (B, 3, S, S) and (B,). eval: (B, 3, S, S) float32 and (B,) int64, and (B,) bool
+        ``is_query`` for the kNN loader.
 
     Raises:
         ValueError: an argument out of range (the message names it and its value).
@@ -163,11 +165,15 @@ class ImageDataModule(L.LightningDataModule):
             self._bases[train] = build_dataset(self.dataset, self.root, train, self.download)
         return self._bases[train]
 
+    def _split_indices(self, train: bool) -> list[int] | None:
+        """The split's seeded subset (None: all of it)."""
+        limit = self.limit_train_images if train else self.limit_test_images
+        return subset_indices(len(self._base(train)), limit, self.seed)
+
     def _split(self, train: bool, transform: Callable[..., Any]) -> Dataset:
         """The split (limited to its seeded subset) under a per-sample or a batch transform."""
         base = self._base(train)
-        limit = self.limit_train_images if train else self.limit_test_images
-        indices = subset_indices(len(base), limit, self.seed)
+        indices = self._split_indices(train)
         if not self.resident:
             return SeededTransformDataset(base, transform, indices)
         if train not in self._tensors:
@@ -213,12 +219,13 @@ class ImageDataModule(L.LightningDataModule):
         return Normalize(self.mean, self.std).to(self._device())
 
     def state_dict(self) -> dict[str, int]:
-        """How far training got: saved in every checkpoint, read back by a resumed run.
+        """How far training got: saved in every checkpoint of ``fit``, read back by a resumed run.
 
-        Derived from the trainer's loop: the epoch and how many of its batches are done.
+        Derived from the trainer's loop: the epoch and how many of its batches are done, also
+        for checkpoints written during validation (the monitored "best" one).
         """
         trainer = self.trainer
-        if trainer is None or not trainer.training:
+        if trainer is None or trainer.state.fn != "fit" or self.train_sampler is None:
             return {}
         return {
             "epoch": trainer.current_epoch,
@@ -226,32 +233,38 @@ class ImageDataModule(L.LightningDataModule):
             "batches_per_epoch": int(trainer.num_training_batches),
             "batch_size": self.batch_size,
             "world_size": trainer.world_size,
+            "seed": self.seed,
+            "train_items": self.train_sampler.num_items,
+            # what a user of the trained backbone must feed it (infonce.export records it)
+            "image_size": self.image_size,
+            "mean": [float(v) for v in self.mean],
+            "std": [float(v) for v in self.std],
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Make the next train dataloader start where the checkpointed run stopped."""
         if not state:
             return
+        # Lightning warns that a mid-epoch resume is unreliable unless the DataLoader itself
+        # is stateful; here the data module restores the position (this state).
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended")
         epoch, done = state["epoch"], state["batches_done"]
         if done >= state["batches_per_epoch"]:  # saved at the end of an epoch
             epoch, done = epoch + 1, 0
         samples = done * state["batch_size"] * state["world_size"]  # over all ranks
         world = self.trainer.world_size if self.trainer is not None else 1
-        if (state["batch_size"], state["world_size"]) != (self.batch_size, world):
+        now = {"batch_size": self.batch_size, "world_size": world, "seed": self.seed}
+        if "train_items" in state:  # the train split's size, known once it was built
+            indices = self._split_indices(train=True)
+            now["train_items"] = len(self._base(True)) if indices is None else len(indices)
+        changed = [f"{k}={v} (saved: {state[k]})" for k, v in now.items() if state.get(k, v) != v]
+        if changed:
             warnings.warn(
-                f"resuming with batch_size={self.batch_size} on {world} device(s), saved with "
-                f"batch_size={state['batch_size']} on {state['world_size']}: the data order of the "
-                "interrupted epoch is not reproduced exactly",
+                f"resuming with {', '.join(changed)}: the data order of the interrupted epoch "
+                "is not reproduced exactly",
                 stacklevel=2,
             )
         self._resume_at = (epoch, samples // world)
-
-    def _epoch_and_start(self) -> tuple[int, int]:
-        """The epoch the next train dataloader serves, and the samples of it already done."""
-        if self._resume_at is not None:
-            position, self._resume_at = self._resume_at, None
-            return position
-        return (self.trainer.current_epoch if self.trainer is not None else 0), 0
 
     def _replicas(self) -> tuple[int, int]:
         if self.trainer is None:
@@ -262,14 +275,19 @@ class ImageDataModule(L.LightningDataModule):
         self._resolve_stats()
         data = self._split(train=True, transform=self._train_transform())
         num_replicas, rank = self._replicas()
+        trainer = self.trainer
         sampler = ResumableSampler(
-            len(data), self.seed, num_replicas, rank, shuffle=True, drop_last=True
-        )
+            len(data), self.seed, num_replicas, rank, shuffle=True, drop_last=True,
+            epoch_source=(lambda: trainer.current_epoch) if trainer is not None else None,
+        )  # fmt: skip
         # Lightning creates the loader's iterator (and its workers prefetch) before it calls
-        # set_epoch, so the sampler must already know its epoch here.
-        epoch, start = self._epoch_and_start()
-        sampler.set_epoch(epoch)
-        sampler.set_start(start)
+        # set_epoch: the first iteration of a resumed run is pinned to its epoch and position.
+        if self._resume_at is not None:
+            epoch, start = self._resume_at
+            self._resume_at = None
+            sampler.set_start(start, epoch)
+        else:
+            sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
         self.train_sampler = sampler
         return self._loader(
             data,
@@ -281,15 +299,57 @@ class ImageDataModule(L.LightningDataModule):
             generator=torch.Generator(),
         )
 
-    def _eval_loader(self, train: bool) -> DataLoader:
+    def _eval_split(self, train: bool) -> Dataset:
         self._resolve_stats()
-        data = self._split(train=train, transform=self._eval_transform())
-        return self._loader(data, self.eval_batch_size, shuffle=False)
+        return self._split(train=train, transform=self._eval_transform())
 
-    def val_dataloader(self) -> list[DataLoader] | DataLoader:
-        if self.knn_memory:
-            return [self._eval_loader(train=True), self._eval_loader(train=False)]
-        return self._eval_loader(train=False)
+    def val_dataloader(self) -> DataLoader:
+        if self.knn_memory:  # one loader, so validation reports every metric once
+            data = MemoryThenQueries(self._eval_split(train=True), self._eval_split(train=False))
+            return self._loader(data, self.eval_batch_size, shuffle=False)
+        return self.test_dataloader()
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader(train=False)
+        return self._loader(self._eval_split(train=False), self.eval_batch_size, shuffle=False)
+
+
+class MemoryThenQueries(Dataset):
+    """The kNN memory split followed by the query split, each item tagged with its role.
+
+    Item ``i`` is ``memory[i]`` for ``i < len(memory)``, else ``queries[i - len(memory)]``,
+    with a third element ``is_query``. Batched splits (:class:`TensorImageDataset`) are
+    served a batch at a time through ``__getitems__``, in the order of the keys.
+
+    Shape:
+        getitem: ``(x, y, is_query: bool)``; getitems: ``(x (B, ...), y (B,), is_query (B,))``.
+    """
+
+    def __init__(self, memory: Dataset, queries: Dataset):
+        self.memory, self.queries = memory, queries
+        self.num_memory = len(memory)
+
+    def __len__(self) -> int:
+        return self.num_memory + len(self.queries)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, bool]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        if index < self.num_memory:
+            return (*self.memory[index], False)
+        return (*self.queries[index - self.num_memory], True)
+
+    def __getitems__(self, keys: list[int]) -> Any:
+        if not hasattr(self.memory, "__getitems__"):
+            return [self[k] for k in keys]  # per-sample splits: the DataLoader collates
+        is_query = torch.tensor([k >= self.num_memory for k in keys])  # (B,)
+        memory = [k for k in keys if k < self.num_memory]
+        queries = [k - self.num_memory for k in keys if k >= self.num_memory]
+        batches = [self.memory.__getitems__(memory)] if memory else []
+        batches += [self.queries.__getitems__(queries)] if queries else []
+        x = torch.cat([b[0] for b in batches])  # (B, ...): memory keys first, then queries
+        y = torch.cat([b[1] for b in batches])  # (B,)
+        order = torch.argsort(is_query.int(), stable=True)  # row j of x holds keys[order[j]]
+        if not torch.equal(order, torch.arange(len(keys))):
+            back = torch.argsort(order).to(x.device)
+            x, y = x[back], y[back]
+        return x, y, is_query.to(x.device)

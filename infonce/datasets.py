@@ -47,9 +47,14 @@ def _cifar_files(cls: type[CIFAR10], root: str) -> list[str]:
     return [os.path.join(folder, name) for name in names]
 
 
-def _cifar_not_found(dataset: str, root: str, reason: str) -> DatasetNotFoundError:
+def _cifar_not_found(dataset: str, root: str, reason: str, tried: bool) -> DatasetNotFoundError:
     cls, title, _ = _CIFAR[dataset]
     files = _cifar_files(cls, root)
+    download = (
+        f"  - copy {cls.filename} from a machine with network access and extract it there;\n"
+        if tried
+        else "  - set download: true (--data.download true), which needs network access;\n"
+    )
     return DatasetNotFoundError(
         f"{title} not found: {reason}.\n"
         f"  Expected the python-pickle files {', '.join(files)}\n"
@@ -57,7 +62,7 @@ def _cifar_not_found(dataset: str, root: str, reason: str) -> DatasetNotFoundErr
         f"  Fix one of:\n"
         f"  - point root at the folder that contains {cls.base_folder}/: "
         f"--data.root /path/to/dir (data.root in YAML);\n"
-        f"  - set download: true (--data.download true), which needs network access;\n"
+        f"{download}"
         f"  - use an ImageFolder copy with train/ and test/ class folders: "
         f"--data.dataset folder --data.root DIR."
     )
@@ -67,13 +72,13 @@ def _build_cifar(dataset: str, root: str, train: bool, download: bool) -> CIFAR1
     cls, title, _ = _CIFAR[dataset]
     missing = [path for path in _cifar_files(cls, root) if not os.path.isfile(path)]
     if missing and not download:
-        raise _cifar_not_found(dataset, root, f"missing {missing[0]} and download is false")
+        raise _cifar_not_found(dataset, root, f"missing {missing[0]} and download is false", False)
     if missing:
         try:
             return cls(root, train=train, download=True)
         except Exception as err:  # no network, proxy, disk full: one clear message instead
             reason = f"download: true failed ({type(err).__name__}: {err})"
-            raise _cifar_not_found(dataset, root, reason) from None
+            raise _cifar_not_found(dataset, root, reason, True) from None
     try:
         return cls(root, train=train, download=False)
     except RuntimeError as err:  # torchvision's md5 check failed

@@ -1,41 +1,16 @@
 """Linear evaluation: a frozen pretrained backbone and a trained linear classifier on top."""
 
 import math
+import os
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from infonce.backbones import build_backbone
-
-
-def load_moco_backbone(checkpoint_path: str) -> tuple[nn.Module, int]:
-    """The query encoder's backbone of a :class:`~infonce.moco.MoCo` checkpoint, and its width.
-
-    The architecture is rebuilt from the hyperparameters stored in the checkpoint, with plain
-    BatchNorm (``bn_splits=1``: same state-dict keys, and a frozen network never splits).
-
-    Raises:
-        FileNotFoundError: no file at ``checkpoint_path``.
-        ValueError: the file is not a MoCo checkpoint.
-    """
-    try:
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"pretrained checkpoint not found: {checkpoint_path}") from None
-    hparams = ckpt.get("hyper_parameters", {})
-    if "backbone" not in hparams or "state_dict" not in ckpt:
-        raise ValueError(
-            f"{checkpoint_path} is not a MoCo checkpoint (no backbone hyperparameters)"
-        )
-    backbone, width = build_backbone(
-        hparams["backbone"], bn_splits=1, cifar_stem=hparams.get("cifar_stem", True)
-    )
-    prefix = "encoder.0."
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    backbone.load_state_dict(state)
-    return backbone, width
+from infonce.export import build_from_architecture, read_backbone
+from infonce.resume import check_resumed_hyperparameters
 
 
 class LinearProbe(L.LightningModule):
@@ -45,13 +20,22 @@ class LinearProbe(L.LightningModule):
     gradients. Its features pass through a BatchNorm without affine parameters before the
     linear layer (as MAE's linear probe), which makes one learning rate work across backbones.
 
+    The backbone is read with :func:`infonce.export.read_backbone` (``weights_only=True``) and
+    its architecture is recorded in the probe's hyperparameters, so a probe checkpoint holds
+    everything it needs: it loads (``LinearProbe.load_from_checkpoint``, ``--ckpt_path``) also
+    after the MoCo checkpoint was moved or deleted.
+
     Args:
-        pretrained: path of a MoCo checkpoint (e.g. ``runs/moco_cifar10/checkpoints/last.ckpt``).
+        pretrained: a MoCo checkpoint (e.g. ``runs/moco_cifar10/checkpoints/last.ckpt``) or a
+            backbone exported by ``python -m infonce.export``.
         num_classes: classes of the dataset (checked against the data module at setup).
         lr, weight_decay, sgd_momentum: SGD with a cosine decay over the run.
+        architecture: set by the probe itself (recorded from ``pretrained``); leave it unset.
 
     Logged: ``train/loss``, ``train/acc``, ``val/top1`` and ``test/top1`` in percent.
     """
+
+    RESUME_FIXED = ("num_classes", "architecture")
 
     def __init__(
         self,
@@ -60,16 +44,61 @@ class LinearProbe(L.LightningModule):
         lr: float = 0.1,
         weight_decay: float = 0.0,
         sgd_momentum: float = 0.9,
+        architecture: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-        self.backbone, width = load_moco_backbone(pretrained)
-        self.backbone.requires_grad_(False)
+        self.backbone: nn.Module | None = None
+        self.classifier: nn.Module | None = None
+        if os.path.isfile(pretrained):
+            backbone, info = read_backbone(pretrained)
+            self._attach(backbone, info["architecture"], info["feature_dim"])
+        elif architecture is not None:  # weights come from the probe's own checkpoint
+            self._attach(*self._blank(architecture))
+        # else: only a probe checkpoint can provide the backbone (see on_load_checkpoint)
+
+    @staticmethod
+    def _blank(architecture: dict[str, Any]) -> tuple[nn.Module, dict[str, Any], int]:
+        backbone, width = build_from_architecture(architecture)
+        return backbone, architecture, width
+
+    def _attach(self, backbone: nn.Module, architecture: dict[str, Any], width: int) -> None:
+        self.backbone = backbone.eval().requires_grad_(False)
         self.classifier = nn.Sequential(
-            nn.BatchNorm1d(width, affine=False), nn.Linear(width, num_classes)
+            nn.BatchNorm1d(width, affine=False), nn.Linear(width, self.hparams.num_classes)
         )
+        self.hparams["architecture"] = dict(architecture)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        if self.backbone is None and saved.get("architecture") is not None:
+            self._attach(*self._blank(saved["architecture"]))
+        what = f"the probe checkpoint of step {checkpoint.get('global_step', '?')}"
+        check_resumed_hyperparameters(self.hparams, saved, self.RESUME_FIXED, what)
+
+    def on_train_start(self) -> None:
+        """This run's lr, SGD momentum and weight decay win over a resumed optimizer state."""
+        for group in self.optimizers().param_groups:
+            group["momentum"] = self.hparams.sgd_momentum
+            group["weight_decay"] = self.hparams.weight_decay
+        scheduler = self.lr_schedulers()
+        scheduler.base_lrs = [self.hparams.lr] * len(scheduler.base_lrs)
+
+    def _require_backbone(self) -> None:
+        """After a checkpoint was (or was not) restored: the backbone must be there by now."""
+        if self.backbone is None:
+            raise FileNotFoundError(f"pretrained checkpoint not found: {self.hparams.pretrained}")
+
+    def on_validation_start(self) -> None:
+        self._require_backbone()
+
+    def on_test_start(self) -> None:
+        self._require_backbone()
+
+    def on_predict_start(self) -> None:
+        self._require_backbone()
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
@@ -108,6 +137,7 @@ class LinearProbe(L.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self):
+        self._require_backbone()
         hp = self.hparams
         optimizer = torch.optim.SGD(
             self.classifier.parameters(),

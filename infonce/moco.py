@@ -13,6 +13,7 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from infonce._checks import check_temperature
@@ -21,7 +22,12 @@ from infonce.info_nce import info_nce_stats
 from infonce.knn import knn_accuracy
 from infonce.memory_queue import MemoryQueue
 from infonce.momentum import cosine_momentum, momentum_update
+from infonce.resume import check_resumed_hyperparameters
 from infonce.rng import restore_rng_states, rng_states
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or inf; the step was not applied."""
 
 
 def projection_head(
@@ -67,6 +73,16 @@ class MoCo(L.LightningModule):
             and cuDNN tensor cores run fastest.
         compile: ``torch.compile`` both encoders in place (``nn.Module.compile``: checkpoint
             keys unchanged); pays off on long GPU runs, costs a minute of compiling first.
+        nonfinite_loss: what a NaN or inf loss does. ``error``: stop the run with an error
+            naming the step, before that step's optimizer update, enqueue and momentum update
+            (the last checkpoint keeps the last finite state). ``skip``: skip that step (no
+            update, no enqueue, its BatchNorm statistics undone), warn, and go on; for rare
+            overflows, not for a diverging run.
+
+    On resume, this run's hyperparameters are used; ``RESUME_FIXED`` ones (the shapes of the
+    saved state) must equal the checkpoint's, the others may differ and are reported (see
+    :mod:`infonce.resume`); SGD's momentum and weight decay are re-applied over the optimizer
+    state the checkpoint restores.
 
     Logged: ``train/loss``, ``train/acc`` ((K+1)-way top-1 of the positive), ``train/pos_logit``,
     ``train/neg_logit`` (means of the logits, i.e. similarity / T), ``train/lr``,
@@ -96,6 +112,7 @@ class MoCo(L.LightningModule):
         seed: int = 0,
         channels_last: bool = True,
         compile: bool = False,
+        nonfinite_loss: Literal["error", "skip"] = "error",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -103,6 +120,8 @@ class MoCo(L.LightningModule):
         check_temperature(knn_temperature, "knn_temperature")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if nonfinite_loss not in ("error", "skip"):
+            raise ValueError(f"nonfinite_loss must be 'error' or 'skip', got {nonfinite_loss!r}")
         if momentum_schedule not in ("constant", "cosine"):
             raise ValueError(
                 f"momentum_schedule must be 'constant' or 'cosine', got {momentum_schedule!r}"
@@ -131,9 +150,10 @@ class MoCo(L.LightningModule):
             self.encoder.compile()
             self.momentum_encoder.compile()
         self._pending_keys: list[Tensor] = []  # keys of this optimizer step, enqueued after it
-        self._val_features: dict[int, list[Tensor]] = {0: [], 1: []}
-        self._val_labels: dict[int, list[Tensor]] = {0: [], 1: []}
+        self._val_features: dict[bool, list[Tensor]] = {False: [], True: []}  # is_query -> (B, F)
+        self._val_labels: dict[bool, list[Tensor]] = {False: [], True: []}
         self._last_batch_end: float | None = None  # for the images/s readout
+        self._skipped_steps = 0
 
     # ---- training -------------------------------------------------------------------------
     def current_momentum(self) -> float:
@@ -168,22 +188,69 @@ class MoCo(L.LightningModule):
         self.log("train/neg_logit", stats.mean_negative_logit.mean())
         return stats.loss.mean(), k
 
-    def training_step(self, batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch, batch_idx: int) -> Tensor | None:
         (x1, x2), _ = batch
         x1, x2 = (x.contiguous(memory_format=self._memory_format) for x in (x1, x2))
+        # a skipped step must not leave its BatchNorm statistics behind either
+        buffers = self._buffers_snapshot() if self.hparams.nonfinite_loss == "skip" else None
         if self.hparams.symmetric:
             loss_12, k2 = self.contrast(x1, x2)
             loss_21, k1 = self.contrast(x2, x1)
-            loss = loss_12 + loss_21
-            self._pending_keys += [k1, k2]
+            loss, keys = loss_12 + loss_21, [k1, k2]
         else:
             loss, k2 = self.contrast(x1, x2)
-            self._pending_keys.append(k2)
+            keys = [k2]
+        if not self._loss_is_finite(loss, batch_idx):
+            for saved, buffer in zip(buffers, self._encoder_buffers(), strict=True):
+                buffer.copy_(saved)
+            return None  # skipped: no backward, no optimizer step, nothing enqueued
+        self._pending_keys += keys
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         self.log("train/momentum", self.current_momentum())
         self.log("train/queue_filled", self.queue.filled.float())
         return loss
+
+    def _encoder_buffers(self) -> list[Tensor]:
+        """The BatchNorm statistics of both encoders (the queue changes only after the step)."""
+        return [*self.encoder.buffers(), *self.momentum_encoder.buffers()]
+
+    @torch.no_grad()
+    def _buffers_snapshot(self) -> list[Tensor]:
+        return [buffer.clone() for buffer in self._encoder_buffers()]
+
+    def _loss_is_finite(self, loss: Tensor, batch_idx: int) -> bool:
+        """True if ``loss`` is finite on every rank; else raise, or (``skip``) warn."""
+        finite = bool(torch.isfinite(loss))  # one host sync; the progress bar reads it anyway
+        if self.trainer.world_size > 1:  # all ranks must take the same branch
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            return True
+        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        if self.hparams.nonfinite_loss == "skip":
+            self._skipped_steps += 1
+            rank_zero_warn(f"train/loss is {float(loss.detach())} at {where}: step skipped")
+            self.log("train/skipped_steps", float(self._skipped_steps))
+            return False
+        raise NonFiniteLossError(
+            f"train/loss is {float(loss.detach())} at {where}; stopped before this step's "
+            "optimizer update, enqueue and momentum update, and no checkpoint was written since "
+            "the last one. Lower model.lr, or set model.nonfinite_loss: skip to skip such steps."
+        )
+
+    def on_train_start(self) -> None:
+        """This run's SGD momentum and weight decay win over a resumed optimizer state, and a
+        schedule that changed length since the checkpoint is reported."""
+        for group in self.optimizers().param_groups:
+            group["momentum"] = self.hparams.sgd_momentum
+            group["weight_decay"] = self.hparams.weight_decay
+        saved, total = getattr(self, "_saved_schedule_steps", None), self._total_steps()
+        if saved is not None and saved != total:
+            rank_zero_warn(
+                f"the learning-rate and momentum schedules now span {total} steps, the "
+                f"checkpoint's spanned {saved} (max_epochs, max_steps or the data changed): "
+                "they continue from the resumed step on the new length"
+            )
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         now = time.perf_counter()
@@ -244,22 +311,33 @@ class MoCo(L.LightningModule):
 
     # ---- kNN monitor ----------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_features, self._val_labels = {0: [], 1: []}, {0: [], 1: []}
+        self._val_features, self._val_labels = {False: [], True: []}, {False: [], True: []}
 
-    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Dataloader 0: the train split (kNN memory); 1: the test split (queries)."""
-        x, y = batch
+    def validation_step(self, batch, batch_idx: int) -> None:
+        """Batches ``(x, y, is_query)``: the train split (kNN memory), then the test split."""
+        if len(batch) != 3:
+            raise ValueError(
+                "MoCo validates with a kNN monitor: set data.knn_memory: true, so that "
+                "validation batches carry the train split as memory (x, y, is_query)"
+            )
+        x, y, is_query = batch
         x = x.contiguous(memory_format=self._memory_format)
         features = F.normalize(self.encoder[0](x), dim=1)  # (B, width) backbone features
-        self._val_features[dataloader_idx].append(features)
-        self._val_labels[dataloader_idx].append(y)
+        for role in (False, True):
+            rows = is_query == role
+            self._val_features[role].append(features[rows])
+            self._val_labels[role].append(y[rows])
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_features[1]:
+        if not self._val_features[False]:  # no validation batch ran on this rank
             return
         memory, memory_labels, queries, labels = (
-            self._gather(part[i]) for i in (0, 1) for part in (self._val_features, self._val_labels)
+            self._gather(part[role])  # collective: every rank takes this path
+            for role in (False, True)
+            for part in (self._val_features, self._val_labels)
         )
+        if len(queries) == 0 or len(memory) == 0:  # e.g. the sanity check's first batches
+            return
         num_classes = int(max(memory_labels.max(), labels.max())) + 1
         top1 = knn_accuracy(
             queries,
@@ -271,18 +349,31 @@ class MoCo(L.LightningModule):
             temperature=self.hparams.knn_temperature,
         )
         self.log("val/knn_top1", 100.0 * top1, prog_bar=True)
-        self._val_features, self._val_labels = {0: [], 1: []}, {0: [], 1: []}
+        self._val_features, self._val_labels = {False: [], True: []}, {False: [], True: []}
 
     def _gather(self, chunks: list[Tensor]) -> Tensor:
-        x = torch.cat(chunks)
-        if self.trainer.world_size > 1:
-            x = self.all_gather(x).flatten(0, 1)
-        return x
+        """Rows of every rank, rank by rank; ranks may hold different numbers of rows."""
+        x = torch.cat(chunks)  # (n_rank, ...)
+        if self.trainer.world_size == 1:
+            return x
+        counts = self.all_gather(torch.tensor(len(x), device=x.device))  # (world,)
+        padded = x.new_zeros((int(counts.max()), *x.shape[1:]))
+        padded[: len(x)] = x
+        rows = self.all_gather(padded)  # (world, max n, ...)
+        return torch.cat([rows[r, : int(n)] for r, n in enumerate(counts)])
 
     # ---- checkpoints ----------------------------------------------------------------------
+    RESUME_FIXED = ("backbone", "cifar_stem", "head", "feature_dim", "hidden_dim", "queue_size")
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = rng_states()
+        if self._trainer is not None and self.trainer.state.fn == "fit":
+            checkpoint["schedule_steps"] = self._total_steps()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        saved = checkpoint.get("hyper_parameters", {})
+        what = f"the checkpoint of step {checkpoint.get('global_step', '?')}"
+        check_resumed_hyperparameters(self.hparams, saved, self.RESUME_FIXED, what)
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+        self._saved_schedule_steps = checkpoint.get("schedule_steps")

@@ -47,8 +47,14 @@ class ResumableSampler(DistributedSampler):
     Lightning calls :meth:`set_epoch` before every epoch.
 
     :meth:`set_start` makes the next iteration skip the first ``start`` items of this rank's
-    order (a resume mid-epoch); later iterations are full again. ``len()`` is always the full
-    per-rank epoch length, from which Lightning computes the batches per epoch.
+    order (a resume mid-epoch), optionally of a given epoch; later iterations are full again.
+    ``len()`` is always the full per-rank epoch length, from which Lightning computes the
+    batches per epoch.
+
+    With ``epoch_source``, each iteration reads its epoch from it (e.g. the trainer's
+    ``current_epoch``) when the iteration starts, instead of trusting the last
+    :meth:`set_epoch`: Lightning 2.6 passes epoch + 1 after resuming from a checkpoint written
+    by end-of-epoch validation, which would skip an epoch's data order.
 
     Args:
         num_items: N, the dataset length (>= 1).
@@ -57,6 +63,7 @@ class ResumableSampler(DistributedSampler):
         rank: This rank, in [0, R).
         shuffle: Shuffle the order of each epoch.
         drop_last: Drop the tail so R divides the order, else pad it by repeating indices.
+        epoch_source: Optional callable returning the epoch of the iteration about to start.
 
     Shape:
         iter: ``len(self)`` tuples (int index in [0, N), int seed in [0, 2**63)).
@@ -70,6 +77,7 @@ class ResumableSampler(DistributedSampler):
         rank: int = 0,
         shuffle: bool = True,
         drop_last: bool = True,
+        epoch_source: Callable[[], int] | None = None,
     ):
         if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
             raise ValueError(f"num_items must be an integer >= 1, got {num_items!r}")
@@ -86,10 +94,13 @@ class ResumableSampler(DistributedSampler):
             drop_last=drop_last,
         )
         self.num_items = num_items
+        self.epoch_source = epoch_source
         self.start = 0
+        self._next_epoch: int | None = None  # pinned by set_start for the next iteration
 
-    def set_start(self, start: int) -> None:
-        """Skip the first ``start`` items of this rank's order in the next iteration only.
+    def set_start(self, start: int, epoch: int | None = None) -> None:
+        """Skip the first ``start`` items of this rank's order in the next iteration only, and
+        with ``epoch`` make that iteration one of ``epoch`` (whatever the epoch source says).
 
         Raises:
             ValueError: ``start`` not in [0, len(self)].
@@ -97,6 +108,9 @@ class ResumableSampler(DistributedSampler):
         if not 0 <= start <= self.num_samples:
             raise ValueError(f"start must be in [0, {self.num_samples}], got {start!r}")
         self.start = start
+        self._next_epoch = epoch
+        if epoch is not None:
+            self.set_epoch(epoch)
 
     def epoch_indices(self, epoch: int | None = None) -> list[int]:
         """This rank's full order of dataset indices for ``epoch`` (default: the current one)."""
@@ -114,6 +128,10 @@ class ResumableSampler(DistributedSampler):
         return order[self.rank : self.total_size : self.num_replicas]
 
     def __iter__(self):
+        if self._next_epoch is not None:
+            self.epoch, self._next_epoch = self._next_epoch, None
+        elif self.epoch_source is not None:
+            self.epoch = self.epoch_source()
         indices = self.epoch_indices()[self.start :]
         self.start = 0  # the skip applies to one iteration only
         return iter([(i, sample_seed(self.seed, self.epoch, i)) for i in indices])

@@ -75,6 +75,28 @@ def test_split_batchnorm_normalises_each_chunk_to_zero_mean_unit_variance():
         )
 
 
+def test_split_batchnorm_keeps_channels_last_with_the_values_and_gradients_of_nchw():
+    torch.manual_seed(4)
+    nchw, nhwc = SplitBatchNorm(6, num_splits=4), SplitBatchNorm(6, num_splits=4)
+    _randomise_affine(nchw)
+    nhwc.load_state_dict(nchw.state_dict())
+    x = torch.randn(16, 6, 5, 7)
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = x.requires_grad_()
+    out, out_cl = nchw(x), nhwc(x_cl)
+    assert out_cl.is_contiguous(memory_format=torch.channels_last)
+    assert not out_cl.is_contiguous()  # not silently converted back to NCHW
+    torch.testing.assert_close(out_cl, out, rtol=1e-5, atol=1e-6)
+    upstream = torch.randn_like(out)
+    (out * upstream).sum().backward()
+    (out_cl * upstream).sum().backward()
+    assert x_cl.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(x_cl.grad, x.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(nhwc.weight.grad, nchw.weight.grad, rtol=1e-5, atol=1e-6)
+    for name, buffer in nchw.state_dict().items():  # running statistics
+        torch.testing.assert_close(nhwc.state_dict()[name], buffer, rtol=1e-6, atol=1e-7)
+
+
 def test_split_batchnorm_with_one_split_is_identical_to_batchnorm2d_in_train_and_eval():
     torch.manual_seed(2)
     split, plain = SplitBatchNorm(4, num_splits=1), nn.BatchNorm2d(4)

@@ -166,3 +166,57 @@ def test_chunked_on_cuda_matches_cpu():
     q, k, n = inputs(N=32, K=5000, D=64, dtype=torch.float32)
     expected = chunked_info_nce(q, k, n, 0.07)
     torch.testing.assert_close(chunked_info_nce(q.cuda(), k.cuda(), n.cuda(), 0.07).cpu(), expected)
+
+
+# Second derivatives (create_graph=True): gradient penalties, Hessian-vector products
+
+
+@pytest.mark.parametrize("temperature", [0.07, 0.5])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_chunked_passes_gradgradcheck_for_query_key_and_negatives(temperature, normalize):
+    q, k, n = (t.requires_grad_() for t in inputs(N=4, K=7, D=5))
+
+    def loss(q, k, n):
+        return chunked_info_nce(q, k, n, temperature, "none", normalize, chunk_size=3)
+
+    assert torch.autograd.gradgradcheck(loss, (q, k, n))
+
+
+def hessian_vector_product(loss_fn, x, v):
+    (grad,) = torch.autograd.grad(loss_fn(x), x, create_graph=True)
+    return torch.autograd.grad((grad * v).sum(), x)[0]
+
+
+@pytest.mark.parametrize("wrt", ["query", "key", "negatives"])
+def test_info_nce_hessian_vector_products_equal_the_logits_paths(wrt):
+    """K = 300 >= CHUNKED_FROM: info_nce takes the chunked path; its second derivatives must
+    be those of the plain logits formula, not the silent zeros of a constant backward."""
+    q, k, n = inputs(N=6, K=300, D=16, seed=3)
+    index = ("query", "key", "negatives").index(wrt)
+    x = (q, k, n)[index].clone().requires_grad_()
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=x.dtype)
+
+    def with_x(fn):
+        return lambda x: fn(*[x if i == index else t for i, t in enumerate((q, k, n))], 0.07)
+
+    chunked = hessian_vector_product(with_x(info_nce), x, v)
+    logits = hessian_vector_product(with_x(info_nce_logits_loss_t), x, v)
+    assert chunked.abs().max() > 1e-3  # a real second derivative
+    torch.testing.assert_close(chunked, logits, rtol=1e-10, atol=1e-12)
+
+
+def info_nce_logits_loss_t(q, k, n, temperature):
+    return F.cross_entropy(*info_nce_logits(q, k, n, temperature))
+
+
+def test_double_backward_refuses_negatives_overwritten_in_place_after_forward():
+    q, k, n = inputs(N=4, K=20)
+    q.requires_grad_()
+    (grad,) = torch.autograd.grad(
+        chunked_info_nce(q, k, n, 0.1, chunk_size=8), q, create_graph=True
+    )
+    assert grad.requires_grad
+    loss = chunked_info_nce(q, k, n, 0.1, chunk_size=8)
+    n.mul_(-1.0)  # an in-place enqueue into the very tensor passed as negatives
+    with pytest.raises(RuntimeError, match="modified in place .* double backward"):
+        torch.autograd.grad(loss, q, create_graph=True)

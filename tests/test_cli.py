@@ -1,4 +1,5 @@
 import lightning as L
+import pytest
 from lightning.pytorch.loggers import CSVLogger
 
 import infonce.cli
@@ -36,3 +37,27 @@ def test_keep_freed_memory_takes_effect_on_glibc():
 
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is expected
+
+
+def test_train_py_tunes_malloc_only_when_asked(monkeypatch):
+    calls = []
+    monkeypatch.setattr(infonce.cli, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(infonce.cli, "CLI", lambda args=None: None)
+    monkeypatch.delenv(infonce.cli.KEEP_FREED_MEMORY, raising=False)
+    infonce.cli.main([])
+    assert calls == []
+    monkeypatch.setenv(infonce.cli.KEEP_FREED_MEMORY, "1")
+    infonce.cli.main([])
+    assert calls == [1]
+
+
+def test_a_clear_error_exits_with_its_message_alone(monkeypatch, capsys):
+    from infonce.resume import ResumeConflictError
+
+    def refuse(args=None):
+        raise ResumeConflictError("cannot resume: queue_size=32 (checkpoint: 64)")
+
+    monkeypatch.setattr(infonce.cli, "CLI", refuse)
+    with pytest.raises(SystemExit) as exit_:
+        infonce.cli.main([])
+    assert exit_.value.code == "error: cannot resume: queue_size=32 (checkpoint: 64)"

@@ -68,6 +68,25 @@ def test_sampler_order_is_distributed_samplers_order_for_every_rank(
             assert len(ours) == len(theirs)
 
 
+def test_epoch_source_decides_the_epoch_of_each_iteration_over_set_epoch():
+    """Lightning may call set_epoch with epoch + 1 after some resumes; the trainer's
+    current_epoch, read when an iteration starts, is what counts."""
+    current = {"epoch": 2}
+    sampler = ResumableSampler(10, seed=0, epoch_source=lambda: current["epoch"])
+    sampler.set_epoch(7)
+    assert [i for i, _ in sampler] == sampler.epoch_indices(2) and sampler.epoch == 2
+    current["epoch"] = 3
+    assert [i for i, _ in sampler] == sampler.epoch_indices(3)
+
+
+def test_set_start_pins_the_epoch_and_position_of_the_next_iteration_only():
+    sampler = ResumableSampler(10, seed=0, epoch_source=lambda: 9)
+    sampler.set_start(4, epoch=1)
+    sampler.set_epoch(2)  # what Lightning does before the first batch: the pin wins
+    assert [i for i, _ in sampler] == sampler.epoch_indices(1)[4:]
+    assert [i for i, _ in sampler] == sampler.epoch_indices(9)  # then the source again
+
+
 def test_sampler_yields_each_index_with_its_sample_seed():
     sampler = ResumableSampler(12, seed=5)
     sampler.set_epoch(2)
@@ -186,12 +205,11 @@ def test_resident_eval_batches_equal_the_loader_paths(tiny_folder, tmp_path):
     resident = _folder_module(
         tiny_folder, eval_batch_size=7, resident=True, cache_dir=str(tmp_path)
     ).val_dataloader()
-    for a, b, count in zip(loader, resident, (4, 2), strict=True):
-        batches = list(zip(a, b, strict=True))
-        assert len(batches) == count  # 24 train images (the memory), then 12 test, by 7
-        for (x, y), (rx, ry) in batches:
-            torch.testing.assert_close(rx, x, rtol=0, atol=1e-6)
-            assert torch.equal(ry, y)
+    batches = list(zip(loader, resident, strict=True))
+    assert len(batches) == 6  # 24 train images (the memory), then 12 test, by 7
+    for (x, y, q), (rx, ry, rq) in batches:
+        torch.testing.assert_close(rx, x, rtol=0, atol=1e-6)
+        assert torch.equal(ry, y) and torch.equal(rq, q)
 
 
 def test_resident_batches_are_a_function_of_seed_epoch_and_position(tiny_folder, tmp_path):
@@ -283,25 +301,37 @@ def test_train_dataloader_shards_by_the_trainers_world_size_and_rank(tiny_folder
 def test_limit_train_images_is_a_seeded_subset_used_for_training_and_memory(tiny_folder):
     module = _folder_module(tiny_folder, limit_train_images=5, seed=3)
     train = module.train_dataloader().dataset
-    memory, test = module.val_dataloader()
-    assert train.indices == memory.dataset.indices == subset_indices(24, 5, seed=3)
+    both = module.val_dataloader().dataset
+    assert train.indices == both.memory.indices == subset_indices(24, 5, seed=3)
     again = _folder_module(tiny_folder, limit_train_images=5, seed=3).train_dataloader()
     other_seed = _folder_module(tiny_folder, limit_train_images=5, seed=4).train_dataloader()
     assert again.dataset.indices == train.indices != other_seed.dataset.indices
-    assert len(test.dataset) == 12
+    assert len(both.queries) == 12 and len(both) == 17
 
 
 @BOTH_PATHS
-def test_val_dataloader_is_memory_then_test_in_order_or_test_only(tiny_folder, resident):
-    memory, test = _folder_module(
-        tiny_folder, resident=resident, eval_batch_size=5
-    ).val_dataloader()
-    assert torch.equal(torch.cat([y for _, y in memory]), torch.arange(3).repeat_interleave(8))
-    x, y = next(iter(test))
-    assert x.shape == (5, 3, 32, 32) and x.dtype == torch.float32
-    assert torch.equal(y, torch.tensor([0, 0, 0, 0, 1]))
+def test_val_dataloader_is_memory_then_test_in_one_loader_or_test_only(tiny_folder, resident):
+    loader = _folder_module(tiny_folder, resident=resident, eval_batch_size=5).val_dataloader()
+    batches = list(loader)
+    x, y, is_query = (torch.cat(parts) for parts in zip(*batches, strict=True))
+    assert x.shape == (36, 3, 32, 32) and x.dtype == torch.float32
+    assert is_query.dtype == torch.bool and torch.equal(is_query, torch.arange(36) >= 24)
+    assert torch.equal(y[:24], torch.arange(3).repeat_interleave(8))  # the train split
+    assert torch.equal(y[24:], torch.arange(3).repeat_interleave(4))  # the test split
+    assert is_query[:25].tolist() == [False] * 24 + [True]  # batch 5 mixes the splits
     only = _folder_module(tiny_folder, resident=resident, knn_memory=False).val_dataloader()
-    assert len(only.dataset) == 12
+    assert len(only.dataset) == 12 and len(next(iter(only))) == 2
+
+
+def test_memory_then_queries_keeps_the_order_of_any_keys(tiny_folder, tmp_path):
+    both = _folder_module(tiny_folder, resident=True, cache_dir=str(tmp_path))
+    data = both.val_dataloader().dataset
+    keys = [30, 2, 25, 7]  # as a DistributedSampler's stride would interleave them
+    x, y, is_query = data.__getitems__(keys)
+    assert is_query.tolist() == [True, False, True, False]
+    for row, key in enumerate(keys):
+        ex, ey, eq = data.__getitems__([key])
+        assert torch.equal(x[row], ex[0]) and y[row] == ey[0] and bool(eq[0]) == is_query[row]
 
 
 def test_cifar10_module_normalizes_with_the_cifar10_constants(cifar10_pickle_root, skip_cifar_md5):
@@ -325,7 +355,7 @@ def test_folder_mean_and_std_are_estimated_at_setup(tiny_folder):
     torch.testing.assert_close(
         torch.tensor(module.mean), torch.full((3,), 0.397), atol=0.01, rtol=0
     )
-    batch = torch.cat([x for x, _ in module.val_dataloader()[0]])  # whole train split
+    batch = torch.cat([x[~is_query] for x, _, is_query in module.val_dataloader()])  # memory
     torch.testing.assert_close(batch.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
 
 

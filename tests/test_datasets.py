@@ -38,6 +38,8 @@ def test_failed_cifar100_download_raises_the_same_clear_error_without_a_chain(
     assert "download: true failed (URLError" in message
     assert str(tmp_path / "cifar-100-python" / "train") in message
     assert "--data.root" in message
+    assert "set download: true" not in message  # it was set: say how to copy the files instead
+    assert "copy cifar-100-python.tar.gz" in message
     assert info.value.__cause__ is None and info.value.__suppress_context__ is True
 
 

@@ -69,15 +69,31 @@ def test_info_nce_passes_gradcheck(form, normalize):
     assert torch.autograd.gradcheck(fn, inputs)
 
 
-def test_famous_example_high_temperature_keeps_pushing_low_one_stops():
-    e1 = torch.zeros(1, 1024)
+def logits_path_loss(q, k, n, temperature):
+    return F.cross_entropy(*info_nce_logits(q, k, n, temperature))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_famous_example_high_temperature_keeps_pushing_low_one_stops(dtype):
+    """1,023 negatives at similarity -1, the positive at 1: 4.94 at T = 1, ~4e-10 at T = 0.07,
+    each equal to the closed form through both the logits path and the chunked path."""
+    e1 = torch.zeros(1, 1024, dtype=dtype)
     e1[0, 0] = 1.0
-    negatives = -e1.repeat(1023, 1)  # 1,023 negatives at similarity -1
-    high = info_nce(e1, e1, negatives, temperature=1.0)
-    assert abs(high.item() - 4.9377) < 1e-3
-    assert abs(high.item() - separated_loss(1023, 1.0)) < 1e-6
-    low = info_nce(e1, e1, negatives, temperature=0.07)
-    assert low.item() < 1e-6
+    negatives = -e1.repeat(1023, 1)  # 1,023 >= CHUNKED_FROM: info_nce runs the chunked path
+    for temperature, closed in ((1.0, 4.9377), (0.07, 3.9945e-10)):
+        assert separated_loss(1023, temperature) == pytest.approx(closed, rel=1e-4)
+        chunked = info_nce(e1, e1, negatives, temperature=temperature)
+        logits = logits_path_loss(e1, e1, negatives, temperature)
+        # float32: 4.94 to float rounding; 4e-10 is below the rounding of a logit of 1/0.07
+        # (float32 ulp of 14.3 is 1e-6), so only "zero to within it" can be asked for
+        tol = 1e-12 if dtype == torch.float64 else 2e-6
+        for loss in (chunked, logits):
+            assert loss.dtype == dtype
+            assert abs(loss.item() - separated_loss(1023, temperature)) <= tol * max(1, closed)
+    if dtype == torch.float64:  # the small side, relative to itself
+        low = info_nce(e1, e1, negatives, temperature=0.07).item()
+        assert low == pytest.approx(separated_loss(1023, 0.07), rel=1e-4)
+        assert logits_path_loss(e1, e1, negatives, 0.07).item() == pytest.approx(low, rel=1e-4)
 
 
 def test_separated_loss_closed_form_values():

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 import infonce.moco
 from infonce import info_nce
 from infonce.data import ImageDataModule
-from infonce.moco import MoCo
+from infonce.moco import MoCo, NonFiniteLossError
+from infonce.resume import ResumeConflictError
 
 
 def tiny_moco(**overrides) -> MoCo:
@@ -69,11 +70,37 @@ def test_validation_never_touches_queue_or_momentum_encoder(tiny_folder):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_knn_monitor_uses_train_split_as_memory_and_reports_percent(tiny_folder):
-    model = tiny_moco()
-    metrics = trainer(limit_val_batches=1.0).validate(model, tiny_data(tiny_folder), verbose=False)
+def test_knn_monitor_uses_the_train_split_as_memory_and_the_test_split_as_queries(
+    tiny_folder, monkeypatch
+):
+    seen = {}
+    original = infonce.moco.knn_accuracy
+
+    def spy(queries, labels, memory, memory_labels, *args, **kwargs):
+        seen.update(queries=queries, labels=labels, memory=memory, memory_labels=memory_labels)
+        return original(queries, labels, memory, memory_labels, *args, **kwargs)
+
+    monkeypatch.setattr(infonce.moco, "knn_accuracy", spy)
+    model, data = tiny_moco(), tiny_data(tiny_folder, eval_batch_size=5)  # batches mix splits
+    metrics = trainer(limit_val_batches=1.0).validate(model, data, verbose=False)
+    # 24 train images (8 a class) are the memory, 12 test images (4 a class) the queries
+    assert torch.equal(seen["memory_labels"], torch.arange(3).repeat_interleave(8))
+    assert torch.equal(seen["labels"], torch.arange(3).repeat_interleave(4))
+    x_test = torch.cat([x[is_query] for x, _, is_query in data.val_dataloader()])
+    model.eval()  # as during validation (Lightning puts it back in train mode afterwards)
+    with torch.no_grad():
+        expected = F.normalize(model.encoder[0](x_test), dim=1)
+    torch.testing.assert_close(seen["queries"], expected, rtol=1e-4, atol=1e-5)
+    assert len(metrics) == 1 and list(metrics[0]) == ["val/knn_top1"]  # one figure
     # three colour classes: even a random convnet separates them almost perfectly
     assert metrics[0]["val/knn_top1"] > 80.0
+
+
+def test_validation_without_a_knn_memory_is_a_clear_error(tiny_folder):
+    with pytest.raises(ValueError, match="knn_memory: true"):
+        trainer(limit_val_batches=1.0).validate(
+            tiny_moco(), tiny_data(tiny_folder, knn_memory=False), verbose=False
+        )
 
 
 def test_shuffled_keys_come_back_in_batch_order():
@@ -82,6 +109,21 @@ def test_shuffled_keys_come_back_in_batch_order():
     x = torch.randn(8, 3, 32, 32)
     expected = F.normalize(model.momentum_encoder(x), dim=1)
     torch.testing.assert_close(model.encode_keys(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_keys_are_normalised_in_shuffled_split_batches_in_training():
+    """Train mode: the keys are those of the shuffled batch put back in order, so a key's BN
+    statistics come from other images than its query's; fails if no shuffle happens."""
+    torch.manual_seed(0)
+    model = tiny_moco(bn_splits=4, seed=5)
+    x = torch.randn(16, 3, 32, 32)
+    keys = model.encode_keys(x)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(5 * 1_000_003 + 0))
+    with torch.no_grad():
+        shuffled = model.momentum_encoder(x[perm])[torch.argsort(perm)]
+        unshuffled = F.normalize(model.momentum_encoder(x), dim=1)
+    torch.testing.assert_close(keys, F.normalize(shuffled, dim=1), rtol=1e-5, atol=1e-6)
+    assert (keys - unshuffled).abs().amax(dim=1).min() > 1e-4  # every key changed
 
 
 def test_first_step_with_an_empty_queue_uses_in_batch_negatives_then_the_queue():
@@ -168,3 +210,90 @@ def test_compile_flag_keeps_checkpoint_keys_and_channels_last_keeps_values():
         fast.encoder(x.contiguous(memory_format=torch.channels_last)), plain.encoder(x),
         rtol=1e-4, atol=1e-5,
     )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_compiled_encoders_run_through_torch_compile_with_the_eager_loss():
+    """compile=True really runs inductor on the CPU (tens of seconds to compile)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    eager = tiny_moco()
+    compiled = tiny_moco(compile=True)
+    compiled.load_state_dict(eager.state_dict())
+    for model in (eager, compiled):
+        model.log = lambda *args, **kwargs: None
+    x1, x2 = torch.randn(8, 3, 32, 32), torch.randn(8, 3, 32, 32)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    loss_eager, _ = eager.contrast(x1, x2)
+    loss_compiled, _ = compiled.contrast(x1, x2)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > graphs  # it compiled
+    torch.testing.assert_close(loss_compiled, loss_eager, rtol=1e-4, atol=1e-4)
+    loss_compiled.backward()
+    assert compiled.encoder[0].layers[0].weight.grad is not None
+
+
+def with_nan_loss_on_calls(monkeypatch, calls: set[int]) -> None:
+    """Make MoCo.contrast return a NaN loss on the given (1-based) calls."""
+    original, seen = MoCo.contrast, []
+
+    def contrast(self, *args):
+        loss, keys = original(self, *args)
+        seen.append(1)
+        return (loss * torch.nan if len(seen) in calls else loss), keys
+
+    monkeypatch.setattr(MoCo, "contrast", contrast)
+
+
+def test_a_nonfinite_loss_stops_before_the_step_changes_anything(tiny_folder, monkeypatch):
+    model = tiny_moco()
+    trainer(max_steps=2).fit(model, tiny_data(tiny_folder))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with_nan_loss_on_calls(monkeypatch, {1})
+    with pytest.raises(
+        NonFiniteLossError, match=r"train/loss is nan at step 0 \(epoch 0, batch 0\)"
+    ):
+        trainer(max_steps=4).fit(model, tiny_data(tiny_folder))  # a new trainer counts from 0
+    after = model.state_dict()
+    for key in before:  # weights, queue, momentum encoder (not this forward's BN statistics)
+        assert "running_" in key or "num_batches" in key or torch.equal(before[key], after[key])
+
+
+def test_nonfinite_loss_skip_skips_only_those_steps(tiny_folder, monkeypatch):
+    model = tiny_moco(nonfinite_loss="skip")
+    with_nan_loss_on_calls(monkeypatch, {2})
+    with pytest.warns(UserWarning, match=r"train/loss is nan at step 1 .*: step skipped"):
+        trainer(max_steps=3).fit(model, tiny_data(tiny_folder))
+    assert model.global_step == 3
+    assert int(model.queue.filled) == 2 * 8  # the skipped step enqueued nothing
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_skipped_step_leaves_no_batchnorm_statistics_behind(tiny_folder, monkeypatch):
+    model = tiny_moco(nonfinite_loss="skip")
+    trainer(max_steps=1).fit(model, tiny_data(tiny_folder))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with_nan_loss_on_calls(monkeypatch, {1})
+    with pytest.warns(UserWarning, match="step skipped"):
+        trainer(max_steps=1).fit(model, tiny_data(tiny_folder))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_resuming_with_another_queue_size_is_refused_naming_both_values(tiny_folder, tmp_path):
+    t = trainer(max_steps=1, default_root_dir=tmp_path)
+    t.fit(tiny_moco(), tiny_data(tiny_folder))
+    t.save_checkpoint(tmp_path / "a.ckpt")
+    with pytest.raises(ResumeConflictError, match=r"queue_size=32 \(checkpoint: 64\)"):
+        trainer(max_steps=2).fit(
+            tiny_moco(queue_size=32), tiny_data(tiny_folder), ckpt_path=tmp_path / "a.ckpt"
+        )
+
+
+def test_a_validation_that_sees_no_queries_logs_nothing(tiny_folder):
+    """Lightning's sanity check runs 2 batches: with the memory first, they hold no query."""
+    model = tiny_moco()
+    metrics = trainer(limit_val_batches=2).validate(
+        model, tiny_data(tiny_folder, eval_batch_size=4), verbose=False
+    )
+    assert metrics == [{}]

@@ -1,72 +1,15 @@
-"""``train.py`` end to end, in fresh processes, as users run it: fit, validate, resume, kill."""
+"""``train.py`` end to end, in fresh processes, as users run it: fit, validate, the run folder,
+resuming with other arguments, a diverging run, the linear probe. (Exact resume: test_resume.py.)"""
 
-import csv
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = str(REPO / "train.py")
-CPU_QUICK = str(REPO / "configs" / "cpu_quick.yaml")
+from train_helpers import CPU_QUICK, REPO, load, run_train, tiny_args
 
 pytestmark = pytest.mark.slow
-
-
-def run_train(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, TRAIN, *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"train.py {' '.join(args)} failed:\n{result.stderr[-4000:]}")
-    return result
-
-
-def tiny_args(root: Path, *extra: str) -> list[str]:
-    """cpu_quick.yaml sized down to the 24-image tiny folder (3 batches of 8 an epoch)."""
-    return [
-        "--config",
-        CPU_QUICK,
-        "--data.dataset",
-        "folder",
-        "--data.root",
-        str(root),
-        "--data.batch_size",
-        "8",
-        "--data.eval_batch_size",
-        "24",
-        "--model.queue_size",
-        "64",
-        "--model.bn_splits",
-        "4",
-        "--trainer.log_every_n_steps",
-        "1",
-        *extra,
-    ]
-
-
-def config_with_checkpoints_every(steps: int, path: Path) -> str:
-    """cpu_quick.yaml with the ``last`` checkpoint written every ``steps`` steps."""
-    config = yaml.safe_load(open(CPU_QUICK))
-    config["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = steps
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
-
-
-def losses_by_step(run_dir: Path) -> dict[int, float]:
-    """train/loss per step over every log version of a run (a resume writes a new version)."""
-    losses = {}
-    for path in sorted(run_dir.glob("logs/version_*/metrics.csv")):
-        for row in csv.DictReader(open(path)):
-            if row.get("train/loss"):
-                losses[int(row["step"])] = float(row["train/loss"])
-    return losses
 
 
 def test_fit_runs_the_documented_smoke_command_then_validate_prints_knn(tiny_folder, tmp_path):
@@ -90,85 +33,7 @@ def test_fit_runs_the_documented_smoke_command_then_validate_prints_knn(tiny_fol
     assert ckpt["global_step"] == 16
     assert int(ckpt["state_dict"]["queue.filled"]) == 64
     result = run_train(["validate", *tiny_args(tiny_folder, "--ckpt_path", str(last))], tmp_path)
-    assert "val/knn_top1" in result.stdout
-
-
-def test_resume_mid_epoch_continues_exactly(tiny_folder, tmp_path):
-    """2N steps in one run == N steps, a new process resuming from ``last``, N more steps."""
-    config = config_with_checkpoints_every(4, tmp_path / "every4.yaml")
-    common = [
-        "--config",
-        config,
-        *tiny_args(tiny_folder)[2:],
-        "--data.num_workers",
-        "2",
-        "--trainer.deterministic",
-        "true",
-        "--trainer.max_epochs",
-        "4",
-    ]
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    straight.mkdir(), resumed.mkdir()
-    run_train(["fit", *common, "--trainer.max_steps", "8"], cwd=straight)
-    run_train(["fit", *common, "--trainer.max_steps", "4"], cwd=resumed)  # stops mid-epoch 1
-    run_train(["fit", *common, "--trainer.max_steps", "8", "--ckpt_path", "last"], cwd=resumed)
-
-    expected = losses_by_step(straight / "runs/cpu_quick")
-    got = losses_by_step(resumed / "runs/cpu_quick")
-    assert sorted(expected) == list(range(8))
-    assert got == expected  # bit-identical per-step losses
-
-    a = torch.load(straight / "runs/cpu_quick/checkpoints/last.ckpt", weights_only=True)
-    b = torch.load(resumed / "runs/cpu_quick/checkpoints/last.ckpt", weights_only=True)
-    assert a["global_step"] == b["global_step"] == 8
-    for key, tensor in a["state_dict"].items():  # queue, pointer, both encoders
-        assert torch.equal(tensor, b["state_dict"][key]), key
-    momentum_a = a["optimizer_states"][0]["state"]
-    momentum_b = b["optimizer_states"][0]["state"]
-    assert all(
-        torch.equal(momentum_a[i]["momentum_buffer"], momentum_b[i]["momentum_buffer"])
-        for i in momentum_a
-    )
-
-
-def test_run_killed_mid_epoch_resumes_from_last_and_finishes(tiny_folder, tmp_path):
-    config = config_with_checkpoints_every(2, tmp_path / "every2.yaml")
-    args = [
-        "fit",
-        "--config",
-        config,
-        *tiny_args(tiny_folder)[2:],
-        "--data.num_workers",
-        "0",
-        "--trainer.max_epochs",
-        "-1",
-        "--trainer.max_steps",
-        "40",
-    ]
-    last = tmp_path / "runs/cpu_quick/checkpoints/last.ckpt"
-    proc = subprocess.Popen(
-        [sys.executable, TRAIN, *args],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not last.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.05)
-        time.sleep(0.3)  # a few more steps, maybe inside the next save
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    killed_at = torch.load(last, weights_only=True)["global_step"]
-    assert 0 < killed_at < 40
-    # the kill may have landed inside a save: last.ckpt is still whole (it loaded above)
-    run_train([*args, "--ckpt_path", "last"], cwd=tmp_path)
-    assert torch.load(last, weights_only=True)["global_step"] == 40
+    assert result.stdout.count("val/knn_top1") == 1  # one table row, not one per dataloader
 
 
 def test_typo_in_a_config_key_is_an_error(tiny_folder, tmp_path):
@@ -185,11 +50,9 @@ def test_typo_in_a_config_key_is_an_error(tiny_folder, tmp_path):
 
 
 def test_missing_data_is_one_clear_message_without_traceback(tmp_path):
-    result = run_train(
-        ["fit", "--config", CPU_QUICK, "--data.root", str(tmp_path / "nowhere")],
-        tmp_path,
-        check=False,
-    )
+    # download false: tests never download (a failed download: test_datasets.py)
+    args = ["--config", CPU_QUICK, "--data.root", str(tmp_path / "nowhere")]
+    result = run_train(["fit", *args, "--data.download", "false"], tmp_path, check=False)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert f"{tmp_path / 'nowhere'}/cifar-10-batches-py/data_batch_1" in result.stderr
@@ -204,10 +67,8 @@ def test_print_config_emits_the_full_schema(tmp_path):
     assert config["data"]["batch_size"] == 256
 
 
-def test_linear_probe_trains_on_a_moco_checkpoint_and_reports_test_top1(tiny_folder, tmp_path):
-    run_train(["fit", *tiny_args(tiny_folder, "--trainer.max_steps", "3")], cwd=tmp_path)
-    pretrained = tmp_path / "runs/cpu_quick/checkpoints/last.ckpt"
-    probe = [
+def probe_args(tiny_folder, pretrained, *extra: str) -> list[str]:
+    return [
         "--config",
         str(REPO / "configs/linear_probe.yaml"),
         "--model.pretrained",
@@ -226,13 +87,120 @@ def test_linear_probe_trains_on_a_moco_checkpoint_and_reports_test_top1(tiny_fol
         "2",
         "--trainer.accelerator",
         "cpu",
+        *extra,
     ]
+
+
+def test_linear_probe_trains_on_a_moco_checkpoint_and_reports_test_top1(tiny_folder, tmp_path):
+    run_train(["fit", *tiny_args(tiny_folder, "--trainer.max_steps", "3")], cwd=tmp_path)
+    pretrained = tmp_path / "runs/cpu_quick/checkpoints/last.ckpt"
+    probe = probe_args(tiny_folder, pretrained)
     run_train(["fit", *probe], cwd=tmp_path)
+    pretrained.rename(tmp_path / "moved.ckpt")  # the probe checkpoint holds its backbone
     result = run_train(["test", *probe, "--ckpt_path", "last"], cwd=tmp_path)
-    assert "test/top1" in result.stdout
-    wrong = run_train(
-        ["fit", *probe[:4], "--model.num_classes", "10", *probe[6:]], tmp_path, check=False
+    assert result.stdout.count("test/top1") == 1
+    wrong = probe_args(tiny_folder, tmp_path / "moved.ckpt", "--model.num_classes", "10")
+    wrong += ["--trainer.default_root_dir", str(tmp_path / "wrong")]
+    result = run_train(["fit", *wrong], tmp_path, check=False)
+    assert result.returncode != 0
+    assert "num_classes is 10 but the dataset has 3 classes" in result.stderr
+
+
+def test_export_writes_the_backbone_that_the_probe_and_load_backbone_read(tiny_folder, tmp_path):
+    run_train(["fit", *tiny_args(tiny_folder, "--trainer.max_steps", "3")], cwd=tmp_path)
+    last = tmp_path / "runs/cpu_quick/checkpoints/last.ckpt"
+    export = subprocess.run(
+        [sys.executable, "-m", "infonce.export", str(last), "-o", str(tmp_path / "backbone.pt")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
-    assert (
-        wrong.returncode != 0 and "num_classes is 10 but the dataset has 3 classes" in wrong.stderr
+    assert export.returncode == 0, export.stderr
+    assert "wrote" in export.stdout and "convnet" in export.stdout
+    exported = torch.load(tmp_path / "backbone.pt", weights_only=True)
+    moco = load(last)["state_dict"]
+    assert exported["state_dict"].keys() == {
+        k.removeprefix("encoder.0.") for k in moco if k.startswith("encoder.0.")
+    }
+    assert exported["source"]["global_step"] == 3
+    assert exported["preprocessing"]["image_size"] == 32
+    run_train(["fit", *probe_args(tiny_folder, tmp_path / "backbone.pt")], cwd=tmp_path)
+    probe = load(tmp_path / "runs/linear_probe/checkpoints/last.ckpt")
+    assert probe["hyper_parameters"]["architecture"] == {"backbone": "convnet", "cifar_stem": True}
+    for key, tensor in exported["state_dict"].items():  # the frozen backbone, unchanged
+        assert torch.equal(probe["state_dict"][f"backbone.{key}"], tensor), key
+
+
+def test_one_flag_puts_every_output_of_a_run_in_its_folder(tiny_folder, tmp_path):
+    run = tmp_path / "experiments" / "t0.2"
+    args = tiny_args(
+        tiny_folder, "--trainer.max_steps", "2", "--trainer.default_root_dir", str(run)
     )
+    run_train(["fit", *args], cwd=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["experiments"]  # nothing elsewhere
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    for name in ("metrics.csv", "hparams.yaml", "config.yaml"):
+        assert (run / "logs" / "version_0" / name).is_file(), name
+    config = yaml.safe_load(open(run / "logs" / "version_0" / "config.yaml"))
+    assert config["trainer"]["default_root_dir"] == str(run)
+
+
+def test_a_new_run_never_overwrites_an_earlier_runs_checkpoints(tiny_folder, tmp_path):
+    args = tiny_args(tiny_folder, "--trainer.max_steps", "2")
+    run_train(["fit", *args], cwd=tmp_path)
+    last = tmp_path / "runs/cpu_quick/checkpoints/last.ckpt"
+    before = last.read_bytes()
+    again = run_train(["fit", *args], cwd=tmp_path, check=False)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+    assert "already holds the checkpoints of an earlier run" in again.stderr
+    assert "--ckpt_path last" in again.stderr and "--trainer.default_root_dir" in again.stderr
+    assert last.read_bytes() == before
+
+
+def test_resume_uses_an_explicit_learning_rate_and_weight_decay(tiny_folder, tmp_path):
+    run_train(["fit", *tiny_args(tiny_folder, "--trainer.max_steps", "2")], cwd=tmp_path)
+    resumed = run_train(
+        [
+            "fit",
+            *tiny_args(tiny_folder, "--trainer.max_steps", "3", "--ckpt_path", "last"),
+            "--model.lr",
+            "0.01",
+            "--model.weight_decay",
+            "0.0",
+        ],
+        cwd=tmp_path,
+    )
+    assert "lr=0.01 (checkpoint: 0.06)" in resumed.stderr + resumed.stdout
+    ckpt = load(tmp_path / "runs/cpu_quick/checkpoints/last.ckpt")
+    assert ckpt["hyper_parameters"]["lr"] == 0.01
+    (group,) = ckpt["optimizer_states"][0]["param_groups"]
+    assert group["weight_decay"] == 0.0  # not the checkpoint's 5e-4
+    assert group["lr"] < 0.01  # this run's lr on its cosine schedule, not 0.06's
+
+
+def test_resume_refuses_an_argument_the_checkpoint_cannot_take(tiny_folder, tmp_path):
+    run_train(["fit", *tiny_args(tiny_folder, "--trainer.max_steps", "2")], cwd=tmp_path)
+    args = tiny_args(tiny_folder, "--trainer.max_steps", "3", "--ckpt_path", "last")
+    result = run_train(["fit", *args, "--model.queue_size", "32"], tmp_path, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "queue_size=32 (checkpoint: 64)" in result.stderr
+    assert "--model.queue_size 64" in result.stderr
+    assert load(tmp_path / "runs/cpu_quick/checkpoints/last.ckpt")["global_step"] == 2
+
+
+def test_a_diverging_run_stops_with_the_step_and_keeps_the_last_finite_checkpoint(
+    tiny_folder, tmp_path
+):
+    config = yaml.safe_load(open(CPU_QUICK))
+    config["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = 1
+    (tmp_path / "every1.yaml").write_text(yaml.safe_dump(config))
+    args = tiny_args(tiny_folder, "--model.lr", "1e6", "--trainer.max_steps", "40")
+    args[1] = str(tmp_path / "every1.yaml")
+    result = run_train(["fit", *args], tmp_path, check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "train/loss is nan at step " in result.stderr
+    step = int(result.stderr.split("train/loss is nan at step ")[1].split()[0])
+    ckpt = load(tmp_path / "runs/cpu_quick/checkpoints/last.ckpt")
+    assert ckpt["global_step"] == step  # the last finite state, saved after every step
+    for name, tensor in ckpt["state_dict"].items():
+        assert not tensor.is_floating_point() or torch.isfinite(tensor).all(), name
