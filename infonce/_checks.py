@@ -19,6 +19,13 @@ def check_temperature(temperature: float, name: str = "temperature") -> float:
     return value
 
 
+def check_positive_int(value: int, name: str) -> int:
+    """Return ``value``; raise ValueError unless it is an int >= 1 (a bool is not an int here)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def check_reduction(reduction: str) -> str:
     """Raise ValueError unless ``reduction`` is one of mean | sum | none."""
     if reduction not in REDUCTIONS:

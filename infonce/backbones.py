@@ -237,9 +237,8 @@ def build_backbone(name: str, bn_splits: int = 1, cifar_stem: bool = True) -> tu
 
     make, dim = {"resnet18": resnet18, "resnet50": resnet50}[name], FEATURE_DIMS[name]
     encoder = make(weights=None, norm_layer=partial(SplitBatchNorm, num_splits=bn_splits))
-    if cifar_stem:
+    if cifar_stem:  # as the MoCo CIFAR demo: a fresh conv with PyTorch's default init
         encoder.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        nn.init.kaiming_normal_(encoder.conv1.weight, mode="fan_out", nonlinearity="relu")
         encoder.maxpool = nn.Identity()
     encoder.fc = nn.Identity()
     return encoder, dim

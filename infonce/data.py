@@ -32,7 +32,7 @@ from infonce.datasets import (
     num_classes,
     subset_indices,
 )
-from infonce.sampling import ResumableSampler, SeededTransformDataset
+from infonce.sampling import ResumableSampler, SeededTransformDataset, ShardSampler
 from infonce.tensor_data import TensorImageDataset, keep_batch, load_or_decode
 from infonce.transforms import TwoViews, crop_flip_transform, eval_transform, moco_v2_transform
 
@@ -61,10 +61,15 @@ class ImageDataModule(L.LightningDataModule):
         root: Folder holding the data (for CIFAR, the one containing ``cifar-10-batches-py``).
         download: Download CIFAR if missing (needs network access).
         augmentation: ``moco_v2``: each train sample is (view1, view2); ``crop_flip``: one view.
+        crop_scale: The area fraction range of ``moco_v2``'s random-resized crop: (0.2, 1)
+            in MoCo v2, torchvision's default (0.08, 1) in the MoCo CIFAR-10 demo.
         knn_memory: Also validate on the train split (the kNN memory bank), see above.
         image_size: Side S of every image tensor.
-        batch_size: Per-rank train batch size.
-        eval_batch_size: Per-rank batch size of validation and test.
+        batch_size: Per-rank train batch size. Under DDP the R per-rank batches of a step are
+            exactly the batch of one process with ``R * batch_size`` (blocked ranks, see
+            :class:`ResumableSampler`).
+        eval_batch_size: Per-rank batch size of validation and test. Under DDP each rank
+            evaluates its own shard, every item exactly once (no padded duplicates).
         num_workers: DataLoader worker processes; results do not depend on it.
         seed: Seeds the data order, the augmentations and the subsets.
         limit_train_images: Seeded subset of the train split (training and kNN memory).
@@ -85,6 +90,9 @@ class ImageDataModule(L.LightningDataModule):
         or (B, 3, S, S) and (B,). eval: (B, 3, S, S) float32 and (B,) int64, and (B,) bool
         ``is_query`` for the kNN loader.
 
+    Under DDP, :meth:`prepare_data` (once per node) downloads CIFAR and decodes resident
+    splits into the cache; every rank's :meth:`setup` then only reads.
+
     Raises:
         ValueError: an argument out of range (the message names it and its value).
     """
@@ -95,6 +103,7 @@ class ImageDataModule(L.LightningDataModule):
         root: str = "data",
         download: bool = False,
         augmentation: Literal["moco_v2", "crop_flip"] = "moco_v2",
+        crop_scale: tuple[float, float] = (0.2, 1.0),
         knn_memory: bool = True,
         image_size: int = 32,
         batch_size: int = 512,
@@ -120,12 +129,16 @@ class ImageDataModule(L.LightningDataModule):
         _check_int("num_workers", num_workers, 0)
         _check_int("limit_train_images", limit_train_images, 1, optional=True)
         _check_int("limit_test_images", limit_test_images, 1, optional=True)
+        if not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
+            raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, "
+                             f"got {crop_scale!r}")  # fmt: skip
         if mean is not None and len(mean) != 3:
             raise ValueError(f"mean must be None or 3 values (R, G, B), got {mean!r}")
         if std is not None and (len(std) != 3 or any(s <= 0 for s in std)):
             raise ValueError(f"std must be None or 3 values > 0 (R, G, B), got {std!r}")
         self.dataset, self.root, self.download = dataset, root, download
         self.augmentation, self.knn_memory, self.image_size = augmentation, knn_memory, image_size
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed, self.pin_memory = num_workers, seed, pin_memory
         self.limit_train_images, self.limit_test_images = limit_train_images, limit_test_images
@@ -144,6 +157,14 @@ class ImageDataModule(L.LightningDataModule):
         """Classes in the dataset, from a directory listing at most (no image decoded)."""
         return num_classes(self.dataset, self.root)
 
+    def prepare_data(self) -> None:
+        """Once per node, before any rank's setup: download CIFAR if asked, and decode the
+        resident splits into the cache, so that the ranks only read."""
+        for train in (True, False):
+            base = build_dataset(self.dataset, self.root, train, self.download)
+            if self.resident:
+                load_or_decode(base, self.image_size, self.cache_dir, self.num_workers)
+
     def setup(self, stage: str | None = None) -> None:
         """Build the raw splits ``stage`` needs (once), and estimate folder mean/std if unset."""
         if stage in (None, "fit") or (stage == "validate" and self.knn_memory):
@@ -161,8 +182,8 @@ class ImageDataModule(L.LightningDataModule):
         self.std = self.std if self.std is not None else std
 
     def _base(self, train: bool) -> Dataset:
-        if train not in self._bases:
-            self._bases[train] = build_dataset(self.dataset, self.root, train, self.download)
+        if train not in self._bases:  # downloads happened in prepare_data, if anywhere
+            self._bases[train] = build_dataset(self.dataset, self.root, train, download=False)
         return self._bases[train]
 
     def _split_indices(self, train: bool) -> list[int] | None:
@@ -202,10 +223,14 @@ class ImageDataModule(L.LightningDataModule):
     def _train_transform(self) -> Callable[..., Any]:
         if not self.resident:
             if self.augmentation == "moco_v2":
-                return TwoViews(moco_v2_transform(self.image_size, self.mean, self.std))
+                return TwoViews(
+                    moco_v2_transform(self.image_size, self.mean, self.std, self.crop_scale)
+                )
             return crop_flip_transform(self.image_size, self.mean, self.std)
         if self.augmentation == "moco_v2":
-            views = MoCoV2Views(self.image_size, mean=self.mean, std=self.std)
+            views = MoCoV2Views(
+                self.image_size, scale=self.crop_scale, mean=self.mean, std=self.std
+            )
             return views.to(self._device())  # (images, generator) -> (view1, view2)
         views = MoCoV2Views(
             self.image_size, scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0,
@@ -279,6 +304,7 @@ class ImageDataModule(L.LightningDataModule):
         sampler = ResumableSampler(
             len(data), self.seed, num_replicas, rank, shuffle=True, drop_last=True,
             epoch_source=(lambda: trainer.current_epoch) if trainer is not None else None,
+            batch_size=self.batch_size,
         )  # fmt: skip
         # Lightning creates the loader's iterator (and its workers prefetch) before it calls
         # set_epoch: the first iteration of a resumed run is pinned to its epoch and position.
@@ -306,11 +332,17 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if self.knn_memory:  # one loader, so validation reports every metric once
             data = MemoryThenQueries(self._eval_split(train=True), self._eval_split(train=False))
-            return self._loader(data, self.eval_batch_size, shuffle=False)
+            return self._eval_loader(data)
         return self.test_dataloader()
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._eval_split(train=False), self.eval_batch_size, shuffle=False)
+        return self._eval_loader(self._eval_split(train=False))
+
+    def _eval_loader(self, data: Dataset) -> DataLoader:
+        """This rank's shard of ``data`` in order, every item once over all ranks."""
+        return self._loader(
+            data, self.eval_batch_size, sampler=ShardSampler(len(data), *self._replicas())
+        )
 
 
 class MemoryThenQueries(Dataset):

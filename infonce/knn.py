@@ -9,7 +9,8 @@ with weight ``exp(similarity / temperature)``; the class with the largest total 
 import torch
 from torch import Tensor
 
-from infonce._checks import check_float_tensor, check_temperature
+from infonce._checks import check_float_tensor, check_positive_int, check_temperature
+from infonce.distributed import AllGather, gather_rows, single_process_gather
 
 
 @torch.no_grad()
@@ -29,10 +30,13 @@ def knn_predict(
     Both feature sets must be L2-normalised already (this function does not normalise), so
     that the dot product is the cosine similarity. Queries are processed ``chunk_size`` at a
     time: memory use is O(chunk_size x N), never M x N. Runs under ``torch.no_grad()``.
+    It is :func:`knn_vote` of :func:`knn_neighbours`; a memory split over several processes
+    merges the neighbours of its shards with :func:`merge_neighbours` before the vote.
 
     Args:
         features: queries, L2-normalised rows.
-        memory_features: the labelled bank (e.g. the training set), L2-normalised rows.
+        memory_features: the labelled bank (e.g. the training set), L2-normalised rows; any
+            floating dtype (float16 halves its memory), similarities are float32 or wider.
         memory_labels: int64 labels of the bank, in ``[0, num_classes)``.
         num_classes: number of classes ``C``.
         k: neighbours per query; values above ``N`` use all ``N``.
@@ -58,24 +62,127 @@ def knn_predict(
     """
     _check_inputs(features, memory_features, memory_labels, num_classes)
     temperature = check_temperature(temperature)
+    sims, labels = knn_neighbours(features, memory_features, memory_labels, k, chunk_size)
+    return knn_vote(sims, labels, num_classes, temperature)
+
+
+@torch.no_grad()
+def knn_neighbours(
+    features: Tensor,
+    memory_features: Tensor,
+    memory_labels: Tensor,
+    k: int = 200,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """The ``min(k, N)`` most similar memory items of each query: similarities and labels.
+
+    Arguments as :func:`knn_predict` (not checked again here beyond ``k`` and ``chunk_size``).
+
+    Returns:
+        ``(sims, labels)``, each (M, min(k, N)), similarities descending, float32 or wider.
+    """
     for name, value in (("k", k), ("chunk_size", chunk_size)):
-        _check_positive_int(value, name)
+        check_positive_int(value, name)
     k = min(k, memory_features.shape[0])
     dtype = torch.promote_types(features.dtype, memory_features.dtype)
     dtype = torch.promote_types(dtype, torch.float32)
     memory_t = memory_features.to(dtype).t()  # (D, N)
-
-    scores = []
+    sims, labels = [], []
     for query in features.to(dtype).split(chunk_size):
-        sim = query @ memory_t  # (m, N)
-        sim_top, index = sim.topk(k, dim=1)  # (m, k), (m, k)
-        weight = (sim_top / temperature).exp()  # (m, k)
-        votes = memory_labels[index]  # (m, k)
-        chunk_scores = sim.new_zeros(query.shape[0], num_classes)  # (m, C)
-        scores.append(chunk_scores.scatter_add_(1, votes, weight))
-    if not scores:  # M == 0
-        return features.new_zeros(0, num_classes, dtype=dtype)
-    return torch.cat(scores)  # (M, C)
+        sim_top, index = (query @ memory_t).topk(k, dim=1)  # (m, k), (m, k)
+        sims.append(sim_top)
+        labels.append(memory_labels[index])
+    if not sims:  # M == 0
+        return memory_t.new_zeros(0, k), memory_labels.new_zeros(0, k)
+    return torch.cat(sims), torch.cat(labels)
+
+
+def merge_neighbours(sims: Tensor, labels: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` best of several shards' neighbours, laid side by side along dim 1.
+
+    Shards with fewer than ``k`` items pad their columns with ``-inf`` similarities.
+
+    Shape:
+        sims, labels (M, S x k'); output (M, min(k, S x k')) each.
+    """
+    top, index = sims.topk(min(k, sims.shape[1]), dim=1)
+    return top, labels.gather(1, index)
+
+
+def knn_vote(sims: Tensor, labels: Tensor, num_classes: int, temperature: float) -> Tensor:
+    """Class scores ``sum_j exp(sims_ij / temperature) [labels_ij == c]`` of neighbours.
+
+    Shape:
+        sims (M, k) float, labels (M, k) int64; output (M, C) in the dtype of ``sims``.
+    """
+    weight = (sims / temperature).exp()  # (M, k); exp(-inf) = 0 for padding
+    scores = sims.new_zeros(sims.shape[0], num_classes)  # (M, C)
+    return scores.scatter_add_(1, labels, weight)
+
+
+@torch.no_grad()
+def sharded_knn_accuracy(
+    queries: Tensor,
+    labels: Tensor,
+    memory: Tensor,
+    memory_labels: Tensor,
+    k: int = 200,
+    temperature: float = 0.1,
+    all_gather: AllGather = single_process_gather,
+    chunk_size: int = 1024,
+) -> float | None:
+    """:func:`knn_accuracy` with queries and memory spread over ranks, each item on one rank.
+
+    Every rank keeps only its shard of the memory (e.g. in float16: 128-d features of
+    ImageNet's 1.28 M images are 328 MB in all, divided by the world size). The queries of all
+    ranks are gathered to every rank; for ``chunk_size`` queries at a time each rank finds
+    their ``k`` nearest items in its shard, and the ``world x k`` candidates (float32
+    similarity, int32 label: 8 bytes each) are gathered and merged into the global ``k``
+    nearest: the same neighbours, votes and accuracy as one process holding everything (up to
+    ties in similarity). Every rank returns the same value; ``num_classes`` comes from the
+    labels.
+
+    Args:
+        queries, labels: this rank's queries (L2-normalised rows) and their int64 labels.
+        memory, memory_labels: this rank's shard of the memory, L2-normalised rows.
+        k, temperature: as :func:`knn_predict`.
+        all_gather: stacks a tensor of every rank (``LightningModule.all_gather``); the
+            default is a world of one.
+        chunk_size: queries merged at a time: peak memory ``world x chunk_size x k x 8`` bytes.
+
+    Returns:
+        The top-1 accuracy in [0, 1], or None when no rank holds a query or no rank holds
+        memory (e.g. the first batches of Lightning's sanity check).
+
+    Shape:
+        queries (m_r, D), labels (m_r,), memory (n_r, D), memory_labels (n_r,).
+    """
+    check_positive_int(k, "k")
+    check_positive_int(chunk_size, "chunk_size")
+    temperature = check_temperature(temperature)
+    sizes = torch.tensor([len(memory), len(queries)], device=queries.device)
+    if (all_gather(sizes).sum(dim=0) == 0).any():
+        return None
+    queries, labels = gather_rows(queries, all_gather), gather_rows(labels, all_gather)
+    num_classes = int(labels.max()) + 1
+    if len(memory_labels):
+        num_classes = max(num_classes, int(memory_labels.max()) + 1)
+    num_classes = int(all_gather(torch.tensor(num_classes, device=queries.device)).max())
+    correct = 0
+    for start in range(0, len(queries), chunk_size):
+        chunk = queries[start : start + chunk_size]  # (m, D)
+        sims = torch.full((len(chunk), k), -torch.inf, device=chunk.device)  # (m, k), padded
+        neighbours = torch.zeros((len(chunk), k), dtype=torch.int32, device=chunk.device)
+        if len(memory):
+            found, found_labels = knn_neighbours(chunk, memory, memory_labels, k)  # (m, <= k)
+            sims[:, : found.shape[1]] = found
+            neighbours[:, : found.shape[1]] = found_labels.to(torch.int32)
+        sims = all_gather(sims).permute(1, 0, 2).flatten(1)  # (m, world * k)
+        neighbours = all_gather(neighbours).permute(1, 0, 2).flatten(1).long()
+        sims, neighbours = merge_neighbours(sims, neighbours, k)  # (m, k): the global k nearest
+        scores = knn_vote(sims, neighbours, num_classes, temperature)  # (m, C)
+        correct += int((scores.argmax(dim=1) == labels[start : start + chunk_size]).sum())
+    return correct / len(queries)
 
 
 @torch.no_grad()
@@ -133,7 +240,7 @@ def _check_inputs(
             f"features and memory_features must have the same dimension D, got shapes "
             f"{tuple(features.shape)} and {tuple(memory_features.shape)}"
         )
-    _check_positive_int(num_classes, "num_classes")
+    check_positive_int(num_classes, "num_classes")
     _check_labels(memory_labels, "memory_labels", memory_features.shape[0], num_classes)
 
 
@@ -150,8 +257,3 @@ def _check_labels(labels: Tensor, name: str, length: int, num_classes: int) -> N
         raise ValueError(
             f"{name} must lie in [0, num_classes={num_classes}), got values in [{low}, {high}]"
         )
-
-
-def _check_positive_int(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")

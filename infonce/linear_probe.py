@@ -52,6 +52,7 @@ class LinearProbe(L.LightningModule):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         self.backbone: nn.Module | None = None
         self.classifier: nn.Module | None = None
+        self._counts: Tensor | None = None  # (correct, seen) of this evaluation, this rank
         if os.path.isfile(pretrained):
             backbone, info = read_backbone(pretrained)
             self._attach(backbone, info["architecture"], info["feature_dim"])
@@ -125,16 +126,34 @@ class LinearProbe(L.LightningModule):
         self.log("train/acc", (logits.argmax(1) == y).float().mean() * 100.0, prog_bar=True)
         return loss
 
-    def _evaluate(self, batch, split: str) -> None:
+    # Top-1 as (correct, seen) counts summed over ranks at the end: each rank evaluates its own
+    # shard of the test split (every image once), so the figure equals one process's.
+    def _evaluate(self, batch) -> None:
         x, y = batch
-        top1 = (self(x).argmax(1) == y).float().mean() * 100.0
-        self.log(f"{split}/top1", top1, prog_bar=True, sync_dist=True, batch_size=len(y))
+        counts = torch.stack(
+            [(self(x).argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)]
+        )
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def _log_top1(self, split: str) -> None:
+        if self._counts is None:
+            return
+        correct, seen = self.trainer.strategy.reduce(self._counts.double(), reduce_op="sum")
+        self._counts = None
+        top1 = 100.0 * correct / seen  # the same on every rank: "max" keeps it exact
+        self.log(f"{split}/top1", top1.float(), prog_bar=True, sync_dist=True, reduce_fx="max")
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._evaluate(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_top1("val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._evaluate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_top1("test")
 
     def configure_optimizers(self):
         self._require_backbone()

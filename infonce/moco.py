@@ -18,12 +18,19 @@ from torch import Tensor, nn
 
 from infonce._checks import check_temperature
 from infonce.backbones import build_backbone
+from infonce.distributed import single_process_gather
 from infonce.info_nce import info_nce_stats
-from infonce.knn import knn_accuracy
+from infonce.knn import sharded_knn_accuracy
 from infonce.memory_queue import MemoryQueue
 from infonce.momentum import cosine_momentum, momentum_update
 from infonce.resume import check_resumed_hyperparameters
 from infonce.rng import restore_rng_states, rng_states
+from infonce.shuffle_bn import (
+    BN_GUARDS,
+    encode_shuffled,
+    encode_shuffled_across_ranks,
+    key_permutation,
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -50,23 +57,36 @@ class MoCo(L.LightningModule):
     Args:
         backbone: ``resnet18`` | ``resnet50`` | ``convnet`` (see :func:`build_backbone`).
         cifar_stem: 3x3 stride-1 first conv and no max-pool (for 32x32 images).
-        bn_splits: SplitBatchNorm groups per device. With ``bn_splits > 1`` the key batch is also
-            shuffled before the momentum encoder, so a query and its key are normalised with
-            different sub-batches: the single-device form of MoCo's shuffling BN, as the MoCo
-            CIFAR demo does (8 splits). It needs no communication across devices and is
-            deterministic. The batch size per device must be divisible by it.
+        bn_splits: SplitBatchNorm groups per device (the batch size per device must be
+            divisible by it); 8 in the MoCo CIFAR demo, which emulates 8 GPUs on one.
+        bn_guard: how a key is kept from sharing its query's BatchNorm statistics
+            (:mod:`infonce.shuffle_bn`). ``split``: the key batch is shuffled within each device
+            over its ``bn_splits`` groups (no communication; the demo's form; without splits
+            there is no guard and a warning says so). ``shuffle``: MoCo's shuffling BN across
+            devices: the key images of all ranks are gathered, shuffled over every rank's
+            groups, encoded and gathered back (on one device it is ``split``). ``sync``:
+            SyncBatchNorm over all ranks (needs GPUs and ``bn_splits: 1``); as in SimCLR or
+            MoCo v3, but it does not keep a key's statistics apart from its query's.
         head: ``linear`` (MoCo v1) or ``mlp`` (v2).
         feature_dim: output dimension of the head, the dimension of the queue.
         hidden_dim: hidden width of the MLP head (default: the backbone's width).
         temperature: ``T`` of InfoNCE.
         queue_size: ``K``, the number of negatives kept.
+        queue_init: ``empty`` (the first step uses the other keys of the batch as negatives,
+            then the queue fills) or ``random``: K random unit vectors, as the MoCo code does.
         momentum: ``m`` of the momentum encoder's EMA.
         momentum_schedule: ``constant``, or ``cosine`` to ramp ``m`` to 1 over training (BYOL).
         symmetric: add the loss with the two views swapped (loss_12 + loss_21, as the MoCo CIFAR
             demo) and enqueue both views' keys.
         lr: SGD learning rate; weight_decay, sgd_momentum: SGD's.
         warmup_epochs: linear warm-up length before the cosine decay (fractions allowed).
+        lr_schedule: ``cosine``: per optimizer step from ``lr`` to 0 over the run;
+            ``cosine_per_epoch``: the MoCo CIFAR demo's, ``lr * (1 + cos(pi * e / E)) / 2``
+            for the e-th of E epochs (1-based: constant within an epoch, 0 in the last one).
+            Both are pure functions of the step.
         knn_k, knn_temperature: the weighted kNN monitor (200 and 0.1 in the MoCo demo).
+        knn_feature: the feature the kNN monitor compares: ``backbone`` (before the head) or
+            ``head`` (the encoder's output, as the MoCo CIFAR demo does).
         seed: seeds the per-step key shuffle (a pure function of seed and step, so resuming is
             exact).
         channels_last: keep convolution weights and inputs in NHWC, the layout oneDNN (CPU)
@@ -95,11 +115,13 @@ class MoCo(L.LightningModule):
         backbone: str = "resnet18",
         cifar_stem: bool = True,
         bn_splits: int = 8,
+        bn_guard: Literal["split", "shuffle", "sync"] = "split",
         head: Literal["linear", "mlp"] = "mlp",
         feature_dim: int = 128,
         hidden_dim: int | None = None,
         temperature: float = 0.07,
         queue_size: int = 65536,
+        queue_init: Literal["empty", "random"] = "empty",
         momentum: float = 0.999,
         momentum_schedule: Literal["constant", "cosine"] = "constant",
         symmetric: bool = False,
@@ -107,8 +129,10 @@ class MoCo(L.LightningModule):
         weight_decay: float = 5e-4,
         sgd_momentum: float = 0.9,
         warmup_epochs: float = 0.0,
+        lr_schedule: Literal["cosine", "cosine_per_epoch"] = "cosine",
         knn_k: int = 200,
         knn_temperature: float = 0.1,
+        knn_feature: Literal["backbone", "head"] = "backbone",
         seed: int = 0,
         channels_last: bool = True,
         compile: bool = False,
@@ -120,8 +144,20 @@ class MoCo(L.LightningModule):
         check_temperature(knn_temperature, "knn_temperature")
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1], got {momentum}")
-        if nonfinite_loss not in ("error", "skip"):
-            raise ValueError(f"nonfinite_loss must be 'error' or 'skip', got {nonfinite_loss!r}")
+        for name, value, allowed in (
+            ("nonfinite_loss", nonfinite_loss, ("error", "skip")),
+            ("bn_guard", bn_guard, BN_GUARDS),
+            ("queue_init", queue_init, ("empty", "random")),
+            ("lr_schedule", lr_schedule, ("cosine", "cosine_per_epoch")),
+            ("knn_feature", knn_feature, ("backbone", "head")),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if bn_guard == "sync" and bn_splits != 1:
+            raise ValueError(
+                f"bn_guard: sync normalises over the whole batch of all ranks: bn_splits must "
+                f"be 1, got {bn_splits}"
+            )
         if momentum_schedule not in ("constant", "cosine"):
             raise ValueError(
                 f"momentum_schedule must be 'constant' or 'cosine', got {momentum_schedule!r}"
@@ -143,6 +179,11 @@ class MoCo(L.LightningModule):
         for p in self.momentum_encoder.parameters():
             p.requires_grad_(False)
         self.queue = MemoryQueue(queue_size, feature_dim)
+        if queue_init == "random":  # the same on every rank: seeded
+            noise = torch.randn(
+                queue_size, feature_dim, generator=torch.Generator().manual_seed(seed)
+            )
+            self.queue.enqueue(F.normalize(noise, dim=1))
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.encoder.to(memory_format=self._memory_format)
         self.momentum_encoder.to(memory_format=self._memory_format)
@@ -155,6 +196,42 @@ class MoCo(L.LightningModule):
         self._last_batch_end: float | None = None  # for the images/s readout
         self._skipped_steps = 0
 
+    def setup(self, stage: str) -> None:
+        """Spare the queue DDP's buffer broadcast; set up and check the BatchNorm guard."""
+        # DDP broadcasts every buffer from rank 0 before each training forward. The queue is
+        # the same on every rank already (every rank enqueues the same gathered keys): K x D
+        # floats a step that need not travel.
+        self._ddp_params_and_buffers_to_ignore = [
+            f"queue.{n}" for n, _ in self.queue.named_buffers()
+        ]
+        if stage != "fit":
+            return
+        guard, splits, world = self.hparams.bn_guard, self.hparams.bn_splits, self._world()
+        if guard == "sync":
+            if world > 1 and self.trainer.strategy.root_device.type == "cpu":
+                raise ValueError(
+                    "bn_guard: sync needs GPUs (torch's SyncBatchNorm does not run on CPUs); "
+                    "use bn_guard: split or shuffle"
+                )
+            if world > 1:
+                self.encoder = nn.SyncBatchNorm.convert_sync_batchnorm(self.encoder)
+                self.momentum_encoder = nn.SyncBatchNorm.convert_sync_batchnorm(
+                    self.momentum_encoder
+                )
+            rank_zero_warn(
+                "bn_guard: sync normalises queries and keys over the same global batch, so it "
+                "does not keep a key's BatchNorm statistics apart from its query's; with a "
+                "queue, bn_guard: split or shuffle is MoCo's guard"
+            )
+        elif splits * (world if guard == "shuffle" else 1) == 1:
+            rank_zero_warn(
+                "MoCo WITHOUT A BATCHNORM GUARD: with bn_splits=1 and bn_guard="
+                f"{guard} on {world} device(s) every key is normalised over the same images as "
+                "its query, a shortcut that cost 4 points of kNN accuracy at 800 epochs in the "
+                "MoCo CIFAR-10 demo's notes. Set model.bn_splits > 1 (8 in the demo), or "
+                "model.bn_guard: shuffle on several devices."
+            )
+
     # ---- training -------------------------------------------------------------------------
     def current_momentum(self) -> float:
         if self.hparams.momentum_schedule == "constant":
@@ -162,16 +239,30 @@ class MoCo(L.LightningModule):
         return cosine_momentum(self.hparams.momentum, self.global_step, self._total_steps())
 
     @torch.no_grad()
-    def encode_keys(self, x: Tensor) -> Tensor:
-        """Momentum-encoder keys (B, feature_dim), L2-normalised; shuffled BN when bn_splits > 1."""
-        if self.hparams.bn_splits == 1:
-            return F.normalize(self.momentum_encoder(x), dim=1)
-        g = torch.Generator().manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
-        perm = torch.randperm(x.shape[0], generator=g).to(x.device)  # (B,)
-        k = self.momentum_encoder(x[perm])  # (B, dim), in shuffled order
-        return F.normalize(k[torch.argsort(perm)], dim=1)  # back to the batch's order
+    def encode_keys(self, x: Tensor, draw: int = 0) -> Tensor:
+        """Momentum-encoder keys (B, feature_dim), L2-normalised, under the ``bn_guard``.
 
-    def contrast(self, x_q: Tensor, x_k: Tensor) -> tuple[Tensor, Tensor]:
+        The key batch is permuted (:func:`infonce.shuffle_bn.key_permutation`) with a seed
+        that is a pure function of (seed, step, ``draw``), so resuming is exact and every rank
+        draws the same permutation.
+        """
+        guard, splits, world = self.hparams.bn_guard, self.hparams.bn_splits, self._world()
+        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 2 + draw
+        if guard == "shuffle" and world > 1:
+            perm = key_permutation(world * x.shape[0], world * splits, seed)  # (R*B,)
+            k = encode_shuffled_across_ranks(
+                self.momentum_encoder, x, perm, self.global_rank, self.all_gather
+            )
+        elif guard != "sync" and splits > 1:
+            k = encode_shuffled(self.momentum_encoder, x, key_permutation(len(x), splits, seed))
+        else:
+            k = self.momentum_encoder(x)  # (B, dim)
+        return F.normalize(k, dim=1)
+
+    def _world(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def contrast(self, x_q: Tensor, x_k: Tensor, draw: int = 0) -> tuple[Tensor, Tensor]:
         """InfoNCE of queries from ``x_q`` against keys of ``x_k`` and the queue, logged.
 
         Returns (loss, keys (B, dim)). The queue loss runs chunked (:mod:`infonce.chunked`).
@@ -179,7 +270,7 @@ class MoCo(L.LightningModule):
         serve as negatives.
         """
         q = self.encoder(x_q)  # (B, dim)
-        k = self.encode_keys(x_k)  # (B, dim)
+        k = self.encode_keys(x_k, draw)  # (B, dim)
         negatives = self.queue.negatives() if int(self.queue.filled) > 0 else None  # (K, dim)
         stats = info_nce_stats(q, k, negatives, self.hparams.temperature)  # fields (B,)
         top1 = (stats.positive_logit >= stats.max_negative_logit).float().mean()
@@ -195,7 +286,7 @@ class MoCo(L.LightningModule):
         buffers = self._buffers_snapshot() if self.hparams.nonfinite_loss == "skip" else None
         if self.hparams.symmetric:
             loss_12, k2 = self.contrast(x1, x2)
-            loss_21, k1 = self.contrast(x2, x1)
+            loss_21, k1 = self.contrast(x2, x1, draw=1)
             loss, keys = loss_12 + loss_21, [k1, k2]
         else:
             loss, k2 = self.contrast(x1, x2)
@@ -300,13 +391,18 @@ class MoCo(L.LightningModule):
         return max(1, trainer.max_steps)
 
     def lr_factor(self, step: int) -> float:
-        """Linear warm-up then cosine decay to 0, as a factor of ``lr``, at optimizer ``step``."""
+        """Linear warm-up then cosine decay to 0, as a factor of ``lr``, at optimizer ``step``
+        (``lr_schedule``: per step, or per epoch as the MoCo CIFAR demo)."""
         total = self._total_steps()
-        per_epoch = total / self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else total
+        epochs = self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else 1
+        per_epoch = total / epochs
         warmup = round(self.hparams.warmup_epochs * per_epoch)
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if self.hparams.lr_schedule == "cosine_per_epoch":  # epoch e = 1..E, the demo's
+            progress = min(1.0, (step // math.ceil(per_epoch) + 1) / epochs)
+        else:
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # ---- kNN monitor ----------------------------------------------------------------------
@@ -314,7 +410,8 @@ class MoCo(L.LightningModule):
         self._val_features, self._val_labels = {False: [], True: []}, {False: [], True: []}
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        """Batches ``(x, y, is_query)``: the train split (kNN memory), then the test split."""
+        """Batches ``(x, y, is_query)``: this rank's shard of the train split (the kNN
+        memory), then of the test split; features kept in float16."""
         if len(batch) != 3:
             raise ValueError(
                 "MoCo validates with a kNN monitor: set data.knn_memory: true, so that "
@@ -322,45 +419,33 @@ class MoCo(L.LightningModule):
             )
         x, y, is_query = batch
         x = x.contiguous(memory_format=self._memory_format)
-        features = F.normalize(self.encoder[0](x), dim=1)  # (B, width) backbone features
+        net = self.encoder if self.hparams.knn_feature == "head" else self.encoder[0]
+        features = F.normalize(net(x).float(), dim=1).half()  # (B, F)
         for role in (False, True):
             rows = is_query == role
             self._val_features[role].append(features[rows])
             self._val_labels[role].append(y[rows])
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_features[False]:  # no validation batch ran on this rank
-            return
         memory, memory_labels, queries, labels = (
-            self._gather(part[role])  # collective: every rank takes this path
+            torch.cat(part[role]) if part[role] else None
             for role in (False, True)
             for part in (self._val_features, self._val_labels)
         )
-        if len(queries) == 0 or len(memory) == 0:  # e.g. the sanity check's first batches
+        self._val_features, self._val_labels = {False: [], True: []}, {False: [], True: []}
+        if memory is None:  # no validation batch ran on this rank
             return
-        num_classes = int(max(memory_labels.max(), labels.max())) + 1
-        top1 = knn_accuracy(
+        top1 = sharded_knn_accuracy(  # collective under DDP: every rank comes here
             queries,
             labels,
             memory,
             memory_labels,
-            num_classes,
             k=self.hparams.knn_k,
             temperature=self.hparams.knn_temperature,
+            all_gather=self.all_gather if self._world() > 1 else single_process_gather,
         )
-        self.log("val/knn_top1", 100.0 * top1, prog_bar=True)
-        self._val_features, self._val_labels = {False: [], True: []}, {False: [], True: []}
-
-    def _gather(self, chunks: list[Tensor]) -> Tensor:
-        """Rows of every rank, rank by rank; ranks may hold different numbers of rows."""
-        x = torch.cat(chunks)  # (n_rank, ...)
-        if self.trainer.world_size == 1:
-            return x
-        counts = self.all_gather(torch.tensor(len(x), device=x.device))  # (world,)
-        padded = x.new_zeros((int(counts.max()), *x.shape[1:]))
-        padded[: len(x)] = x
-        rows = self.all_gather(padded)  # (world, max n, ...)
-        return torch.cat([rows[r, : int(n)] for r, n in enumerate(counts)])
+        if top1 is not None:  # the same on every rank: "max" keeps it exact, without a warning
+            self.log("val/knn_top1", 100.0 * top1, prog_bar=True, sync_dist=True, reduce_fx="max")
 
     # ---- checkpoints ----------------------------------------------------------------------
     RESUME_FIXED = ("backbone", "cifar_stem", "head", "feature_dim", "hidden_dim", "queue_size")

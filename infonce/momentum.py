@@ -19,7 +19,9 @@ def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
 
     Runs under ``torch.no_grad()``: the target never enters the autograd graph. ``m = 1``
     leaves the target's parameters unchanged, ``m = 0`` copies the online parameters exactly.
-    Buffers (BatchNorm running statistics) are copied from ``online``, as MoCo does.
+    Buffers (BatchNorm running statistics) are copied from ``online``, so the target can be
+    evaluated with sensible statistics; MoCo's own code averages the parameters only (its key
+    encoder runs in training mode, where BatchNorm reads batch statistics, never these).
 
     Args:
         online: the network trained by gradient descent (MoCo's query encoder).

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
+from infonce._checks import check_positive_int
+
 _MASK64 = (1 << 64) - 1
 
 
@@ -43,8 +45,12 @@ class ResumableSampler(DistributedSampler):
     Epoch e's order is ``torch.randperm(num_items)`` under a generator seeded with
     ``seed + e`` (``arange`` if not ``shuffle``), cut (``drop_last``) or padded to a multiple
     of ``num_replicas`` exactly as DistributedSampler does; rank r takes ``order[r::R]``.
-    Subclassing DistributedSampler keeps Lightning from wrapping it again under DDP, and
-    Lightning calls :meth:`set_epoch` before every epoch.
+    With ``batch_size`` B the order is instead cut to whole global batches of R x B and rank r
+    takes the r-th block of B of each: the R per-rank batches of a step, side by side, are
+    exactly the batch one process with batch R x B gets (so 2 x 256 on two devices sees the
+    images of 1 x 512 on one, in the same order). Subclassing DistributedSampler keeps
+    Lightning from wrapping it again under DDP, and Lightning calls :meth:`set_epoch` before
+    every epoch.
 
     :meth:`set_start` makes the next iteration skip the first ``start`` items of this rank's
     order (a resume mid-epoch), optionally of a given epoch; later iterations are full again.
@@ -64,6 +70,8 @@ class ResumableSampler(DistributedSampler):
         shuffle: Shuffle the order of each epoch.
         drop_last: Drop the tail so R divides the order, else pad it by repeating indices.
         epoch_source: Optional callable returning the epoch of the iteration about to start.
+        batch_size: B, the per-rank batch size, for the blocked assignment above (then
+            ``drop_last`` must be True: the tail short of a global batch is dropped).
 
     Shape:
         iter: ``len(self)`` tuples (int index in [0, N), int seed in [0, 2**63)).
@@ -78,9 +86,9 @@ class ResumableSampler(DistributedSampler):
         shuffle: bool = True,
         drop_last: bool = True,
         epoch_source: Callable[[], int] | None = None,
+        batch_size: int | None = None,
     ):
-        if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 1:
-            raise ValueError(f"num_items must be an integer >= 1, got {num_items!r}")
+        check_positive_int(num_items, "num_items")
         if num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1, got {num_replicas!r}")
         if not 0 <= rank < num_replicas:
@@ -93,6 +101,14 @@ class ResumableSampler(DistributedSampler):
             seed=seed,
             drop_last=drop_last,
         )
+        if batch_size is not None:
+            check_positive_int(batch_size, "batch_size")
+            if not drop_last:
+                raise ValueError("batch_size (blocked ranks) needs drop_last=True")
+            global_batch = num_replicas * batch_size
+            self.total_size = num_items // global_batch * global_batch  # whole global batches
+            self.num_samples = self.total_size // num_replicas
+        self.batch_size = batch_size
         self.num_items = num_items
         self.epoch_source = epoch_source
         self.start = 0
@@ -125,7 +141,10 @@ class ResumableSampler(DistributedSampler):
         else:  # pad by repeating the order from its start, as DistributedSampler
             repeats = -(-self.total_size // len(order))
             order = (order * repeats)[: self.total_size]
-        return order[self.rank : self.total_size : self.num_replicas]
+        if self.batch_size is None:
+            return order[self.rank : self.total_size : self.num_replicas]
+        B, R = self.batch_size, self.num_replicas
+        return [i for g in range(0, self.total_size, R * B) for i in order[g + self.rank * B :][:B]]
 
     def __iter__(self):
         if self._next_epoch is not None:
@@ -138,6 +157,34 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class ShardSampler(DistributedSampler):
+    """Rank r of R takes items r, r + R, r + 2R, ... of an evaluation set: every item once.
+
+    Unlike DistributedSampler it never pads the last shard with repeated items, so metrics
+    summed over ranks count each item exactly once (shards differ in length by at most one).
+    Subclassing DistributedSampler keeps Lightning from replacing it under DDP.
+
+    Args:
+        num_items: N >= 0, the dataset length.
+        num_replicas: R >= 1; rank: in [0, R).
+
+    Shape:
+        iter: ``len(self)`` = ceil((N - r) / R) int indices, increasing.
+    """
+
+    def __init__(self, num_items: int, num_replicas: int = 1, rank: int = 0):
+        if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 0:
+            raise ValueError(f"num_items must be an integer >= 0, got {num_items!r}")
+        super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=False)
+        self.num_items = num_items
+
+    def __iter__(self):
+        return iter(range(self.rank, self.num_items, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_items, self.num_replicas))
 
 
 class SeededTransformDataset(Dataset):

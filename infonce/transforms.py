@@ -30,16 +30,23 @@ def _normalize(mean: Sequence[float], std: Sequence[float]) -> T.Normalize:
     return T.Normalize(tuple(mean), tuple(std))
 
 
-def moco_v2_transform(size: int, mean: Sequence[float], std: Sequence[float]) -> T.Compose:
+def moco_v2_transform(
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scale: tuple[float, float] = (0.2, 1.0),
+) -> T.Compose:
     """One MoCo v2 view, as in the MoCo v2 CIFAR recipe (without blur, as usual at 32 px).
 
-    RandomResizedCrop(size, scale=(0.2, 1.0)), ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8,
+    RandomResizedCrop(size, scale), ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8,
     RandomGrayscale(p=0.2), RandomHorizontalFlip(), ToTensor(), Normalize(mean, std).
 
     Args:
         size: Output side S in pixels (>= 1).
         mean: Per-channel mean (R, G, B) of images scaled to [0, 1].
         std: Per-channel std (R, G, B), each > 0.
+        scale: The crop's area fraction range; the MoCo CIFAR-10 demo keeps torchvision's
+            default (0.08, 1).
 
     Shape:
         PIL image (any size, RGB) -> float32 (3, S, S).
@@ -49,7 +56,7 @@ def moco_v2_transform(size: int, mean: Sequence[float], std: Sequence[float]) ->
     """
     return T.Compose(
         [
-            T.RandomResizedCrop(_check_size(size), scale=(0.2, 1.0)),
+            T.RandomResizedCrop(_check_size(size), scale=scale),
             T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
             T.RandomGrayscale(p=0.2),
             T.RandomHorizontalFlip(),

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
+import infonce.data
 from infonce.data import ImageDataModule
 from infonce.datasets import (
     CIFAR10_MEAN,
@@ -14,7 +15,13 @@ from infonce.datasets import (
     channel_mean_std,
     subset_indices,
 )
-from infonce.sampling import ResumableSampler, SeededTransformDataset, _splitmix64, sample_seed
+from infonce.sampling import (
+    ResumableSampler,
+    SeededTransformDataset,
+    ShardSampler,
+    _splitmix64,
+    sample_seed,
+)
 from infonce.transforms import TwoViews, moco_v2_transform
 
 FOLDER_STATS = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
@@ -66,6 +73,40 @@ def test_sampler_order_is_distributed_samplers_order_for_every_rank(
             theirs.set_epoch(epoch)
             assert [i for i, _ in ours] == list(theirs)
             assert len(ours) == len(theirs)
+
+
+@pytest.mark.parametrize(("num_items", "replicas", "batch"), [(24, 2, 4), (50, 3, 4), (7, 1, 3)])
+def test_blocked_ranks_side_by_side_are_the_batches_of_one_process(num_items, replicas, batch):
+    """The R per-rank batches of each step, concatenated, are the batch of R x B that one
+    process draws: same images, same order; the tail short of a global batch is dropped."""
+    one = ResumableSampler(num_items, 5, batch_size=replicas * batch)
+    ranks = [ResumableSampler(num_items, 5, replicas, r, batch_size=batch) for r in range(replicas)]
+    for sampler in (one, *ranks):
+        sampler.set_epoch(2)
+    single = list(one)
+    per_rank = [list(sampler) for sampler in ranks]
+    assert len(one) == len(single) == num_items // (replicas * batch) * replicas * batch
+    steps = len(single) // (replicas * batch)
+    for sampler, items in zip(ranks, per_rank, strict=True):
+        assert len(sampler) == len(items) == steps * batch
+    for step in range(steps):
+        side_by_side = [x for items in per_rank for x in items[step * batch : (step + 1) * batch]]
+        assert side_by_side == single[step * replicas * batch : (step + 1) * replicas * batch]
+
+
+def test_blocked_ranks_need_drop_last():
+    with pytest.raises(ValueError, match="needs drop_last=True"):
+        ResumableSampler(10, 0, 2, 0, drop_last=False, batch_size=2)
+
+
+@pytest.mark.parametrize(("num_items", "replicas"), [(35, 2), (5, 3), (2, 3), (0, 2)])
+def test_shard_sampler_deals_every_item_once_without_padding(num_items, replicas):
+    shards = [list(ShardSampler(num_items, replicas, r)) for r in range(replicas)]
+    assert sorted(i for shard in shards for i in shard) == list(range(num_items))
+    assert [len(ShardSampler(num_items, replicas, r)) for r in range(replicas)] == list(
+        map(len, shards)
+    )
+    assert isinstance(ShardSampler(num_items, replicas, 0), DistributedSampler)
 
 
 def test_epoch_source_decides_the_epoch_of_each_iteration_over_set_epoch():
@@ -409,3 +450,22 @@ def test_lightning_fit_sets_the_sampler_epoch_each_epoch(tiny_folder):
     with pytest.warns(UserWarning, match="no `validation_step`"):
         trainer.fit(model, datamodule=module)
     assert model.seen == [(0, 0)] * 6 + [(1, 1)] * 6
+
+
+def test_prepare_data_downloads_once_and_setup_only_reads(tiny_folder, monkeypatch, tmp_path):
+    calls = []
+    original = infonce.data.build_dataset
+
+    def spy(dataset, root, train, download):
+        calls.append((train, download))
+        return original(dataset, root, train, download)
+
+    monkeypatch.setattr(infonce.data, "build_dataset", spy)
+    module = _folder_module(tiny_folder, download=True, resident=True, cache_dir=str(tmp_path))
+    module.prepare_data()  # Lightning: once per node, before every rank's setup
+    assert calls == [(True, True), (False, True)]
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # both splits decoded into the cache
+    calls.clear()
+    module.setup("fit")
+    module.train_dataloader(), module.val_dataloader()
+    assert calls and all(download is False for _, download in calls)

@@ -3,8 +3,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from fake_world import run_ranks
 
-from infonce.knn import knn_accuracy, knn_predict
+from infonce.distributed import gather_rows
+from infonce.knn import knn_accuracy, knn_predict, sharded_knn_accuracy
 
 
 def _random_bank(m: int, n: int, d: int, num_classes: int, seed: int = 0):
@@ -147,3 +149,46 @@ def test_knn_accuracy_rejects_labels_of_the_wrong_length_or_no_queries():
         knn_accuracy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long), memory, labels, 2)
     with pytest.raises(ValueError, match="at least one query"):
         knn_accuracy(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), memory, labels, 2)
+
+
+# A memory split over ranks (infonce.knn.sharded_knn_accuracy), ranks simulated as threads
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize("k", [1, 7, 200])
+def test_sharded_knn_equals_one_process_holding_everything(world, k):
+    """41 memory items and 17 queries dealt to ranks as ShardSampler does (r, r + R, ...):
+    uneven shards, 6 classes, queries merged 5 at a time; every rank reports the
+    single-process accuracy."""
+    g = torch.Generator().manual_seed(world * 100 + k + 2)
+    memory = F.normalize(torch.randn(41, 8, generator=g), dim=1)
+    memory_labels = torch.randint(0, 6, (41,), generator=g)
+    queries = F.normalize(torch.randn(17, 8, generator=g), dim=1)
+    labels = torch.randint(0, 6, (17,), generator=g)
+    expected = knn_accuracy(queries, labels, memory, memory_labels, 6, k=k, temperature=0.1)
+    assert 0.0 < expected < 1.0
+
+    def rank_accuracy(rank, all_gather):
+        mine, my_queries = slice(rank, None, world), slice(rank, None, world)
+        return sharded_knn_accuracy(
+            queries[my_queries], labels[my_queries], memory[mine].half(), memory_labels[mine],
+            k=k, temperature=0.1, all_gather=all_gather, chunk_size=5,
+        )  # fmt: skip
+
+    results = run_ranks(world, rank_accuracy)
+    assert results == [pytest.approx(expected, abs=1e-12)] * world
+
+
+def test_sharded_knn_is_none_without_queries_or_memory():
+    memory = F.normalize(torch.randn(5, 4), dim=1)
+    labels = torch.zeros(5, dtype=torch.int64)
+    none = torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64)
+    assert sharded_knn_accuracy(*none, memory, labels) is None
+    assert sharded_knn_accuracy(memory, labels, *none) is None
+
+
+def test_gather_rows_concatenates_uneven_ranks_in_rank_order():
+    rows = [torch.arange(n * 2.0).view(n, 2) + 10 * r for r, n in enumerate((3, 0, 2))]
+    out = run_ranks(3, lambda r, gather: gather_rows(rows[r], gather))
+    for got in out:
+        assert torch.equal(got, torch.cat(rows))

@@ -12,6 +12,7 @@ from infonce import info_nce
 from infonce.data import ImageDataModule
 from infonce.moco import MoCo, NonFiniteLossError
 from infonce.resume import ResumeConflictError
+from infonce.shuffle_bn import key_permutation
 
 
 def tiny_moco(**overrides) -> MoCo:
@@ -74,13 +75,13 @@ def test_knn_monitor_uses_the_train_split_as_memory_and_the_test_split_as_querie
     tiny_folder, monkeypatch
 ):
     seen = {}
-    original = infonce.moco.knn_accuracy
+    original = infonce.moco.sharded_knn_accuracy
 
     def spy(queries, labels, memory, memory_labels, *args, **kwargs):
         seen.update(queries=queries, labels=labels, memory=memory, memory_labels=memory_labels)
         return original(queries, labels, memory, memory_labels, *args, **kwargs)
 
-    monkeypatch.setattr(infonce.moco, "knn_accuracy", spy)
+    monkeypatch.setattr(infonce.moco, "sharded_knn_accuracy", spy)
     model, data = tiny_moco(), tiny_data(tiny_folder, eval_batch_size=5)  # batches mix splits
     metrics = trainer(limit_val_batches=1.0).validate(model, data, verbose=False)
     # 24 train images (8 a class) are the memory, 12 test images (4 a class) the queries
@@ -90,7 +91,8 @@ def test_knn_monitor_uses_the_train_split_as_memory_and_the_test_split_as_querie
     model.eval()  # as during validation (Lightning puts it back in train mode afterwards)
     with torch.no_grad():
         expected = F.normalize(model.encoder[0](x_test), dim=1)
-    torch.testing.assert_close(seen["queries"], expected, rtol=1e-4, atol=1e-5)
+    assert seen["queries"].dtype == seen["memory"].dtype == torch.float16  # stored compactly
+    torch.testing.assert_close(seen["queries"].float(), expected, rtol=1e-3, atol=1e-3)
     assert len(metrics) == 1 and list(metrics[0]) == ["val/knn_top1"]  # one figure
     # three colour classes: even a random convnet separates them almost perfectly
     assert metrics[0]["val/knn_top1"] > 80.0
@@ -118,7 +120,7 @@ def test_keys_are_normalised_in_shuffled_split_batches_in_training():
     model = tiny_moco(bn_splits=4, seed=5)
     x = torch.randn(16, 3, 32, 32)
     keys = model.encode_keys(x)
-    perm = torch.randperm(16, generator=torch.Generator().manual_seed(5 * 1_000_003 + 0))
+    perm = key_permutation(16, 4, seed=(5 * 1_000_003 + 0) * 2)  # (seed, step 0, draw 0)
     with torch.no_grad():
         shuffled = model.momentum_encoder(x[perm])[torch.argsort(perm)]
         unshuffled = F.normalize(model.momentum_encoder(x), dim=1)
@@ -297,3 +299,46 @@ def test_a_validation_that_sees_no_queries_logs_nothing(tiny_folder):
         model, tiny_data(tiny_folder, eval_batch_size=4), verbose=False
     )
     assert metrics == [{}]
+
+
+def test_random_queue_init_fills_the_queue_with_seeded_unit_vectors():
+    model = tiny_moco(queue_init="random", seed=3)
+    assert int(model.queue.filled) == 64 and int(model.queue.ptr) == 0
+    torch.testing.assert_close(model.queue.queue.norm(dim=1), torch.ones(64))
+    assert torch.equal(model.queue.queue, tiny_moco(queue_init="random", seed=3).queue.queue)
+    assert not torch.equal(model.queue.queue, tiny_moco(queue_init="random", seed=4).queue.queue)
+
+
+def test_the_demos_per_epoch_cosine_is_constant_in_an_epoch_and_zero_in_the_last(tiny_folder):
+    model = tiny_moco(lr=0.1, lr_schedule="cosine_per_epoch")
+    trainer(max_epochs=4).fit(model, tiny_data(tiny_folder))  # 3 steps an epoch
+    factors = [model.lr_factor(s) for s in range(12)]
+    expected = [0.5 * (1 + math.cos(math.pi * e / 4)) for e in (1, 2, 3, 4) for _ in range(3)]
+    assert factors == pytest.approx(expected)  # the demo: epochs 1..E, the last at lr 0
+    assert factors[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_knn_feature_head_compares_the_encoders_output(tiny_folder, monkeypatch):
+    seen = {}
+    original = infonce.moco.sharded_knn_accuracy
+
+    def spy(queries, *args, **kwargs):
+        seen["dim"] = queries.shape[1]
+        return original(queries, *args, **kwargs)
+
+    monkeypatch.setattr(infonce.moco, "sharded_knn_accuracy", spy)
+    model = tiny_moco(knn_feature="head", feature_dim=32)
+    trainer(limit_val_batches=1.0).validate(model, tiny_data(tiny_folder), verbose=False)
+    assert seen["dim"] == 32  # not the backbone's 128
+
+
+def test_no_batchnorm_guard_warns_loudly(tiny_folder):
+    with pytest.warns(UserWarning, match="WITHOUT A BATCHNORM GUARD"):
+        trainer(max_steps=1).fit(tiny_moco(bn_splits=1), tiny_data(tiny_folder))
+
+
+def test_sync_bn_guard_needs_one_split():
+    with pytest.raises(ValueError, match="bn_guard: sync .* bn_splits must be 1, got 4"):
+        tiny_moco(bn_guard="sync")
+    with pytest.raises(ValueError, match="bn_guard must be one of"):
+        tiny_moco(bn_guard="global")
