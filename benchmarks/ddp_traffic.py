@@ -55,15 +55,19 @@ def main() -> None:
     parser.add_argument("--feature-dim", type=int, default=128)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--bn-guard", default="shuffle", choices=["split", "shuffle", "sync"])
+    parser.add_argument("--head", default="linear", choices=["linear", "mlp"])
+    parser.add_argument("--imagenet-stem", action="store_true", help="no CIFAR stem")
     args = parser.parse_args()
     splits = 1 if args.bn_guard != "split" else 8
     model = MoCo(
         backbone=args.backbone, feature_dim=args.feature_dim, bn_splits=splits,
-        bn_guard=args.bn_guard, head="linear", queue_size=4096,
+        bn_guard=args.bn_guard, head=args.head, cifar_stem=not args.imagenet_stem,
+        queue_size=4096,
     )  # fmt: skip
     rows = step_traffic(model, args.batch_size, args.world, args.image_size, key_bytes=4)
     print(
-        f"{args.backbone}, {args.world} ranks x batch {args.batch_size}, D = {args.feature_dim},"
+        f"{args.backbone} ({args.head} head), {args.world} ranks x batch {args.batch_size}, "
+        f"D = {args.feature_dim},"
         f" bn_guard {args.bn_guard}: bytes received per rank per optimizer step"
     )
     for what, size in rows:

@@ -15,7 +15,7 @@
   ``last.ckpt`` and raises :class:`RunStopped`, which exits the process with status 128 + the
   signal number (130, 143). A second Ctrl-C aborts at once, keeping the previous checkpoint.
   Under DDP the ranks agree after every step, so all stop after the same step. A signal that
-  arrives during validation takes effect after it.
+  arrives during a validation takes effect when that validation ends.
 - **A non-finite state is never written.** A save whose model state holds NaN or inf raises
   :class:`NonFiniteStateError` and leaves the previous file in place.
 
@@ -139,6 +139,19 @@ class RunCheckpoint(ModelCheckpoint):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._raise_if_stopped()
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self.save_last or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        stop = self._stop_signal is not None  # a signal that came during the evaluation
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        if stop:  # the state between two steps, as every validation-time checkpoint holds
+            if self._last_global_step_saved != trainer.global_step:
+                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+            signum = self._stop_signal if self._stop_signal is not None else signal.SIGTERM
+            raise RunStopped(signum, trainer.global_step, self.last_model_path or None)
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         self._raise_if_stopped()
@@ -147,13 +160,19 @@ class RunCheckpoint(ModelCheckpoint):
         # Lightning's own on_train_end writes `last` only when nothing was written yet
         if self.save_last and self._last_global_step_saved != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        # before Lightning's teardown puts back the handlers it found: the process's own
+        self._restore_handlers()
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         bad = first_nonfinite(trainer.lightning_module.state_dict())
-        if bad is not None:
+        refuse = bad is not None
+        if trainer.world_size > 1:  # ranks' BN statistics differ: all must take the same branch
+            refuse = trainer.strategy.reduce_boolean_decision(refuse, all=False)
+        if refuse:
+            where = f"first in {bad!r}" if bad is not None else "on another rank"
             raise NonFiniteStateError(
                 f"refusing to write {filepath} at step {trainer.global_step}: the model state "
-                f"holds NaN or inf (first in {bad!r}); the previous checkpoint is kept"
+                f"holds NaN or inf ({where}); the previous checkpoint is kept"
             )
         super()._save_checkpoint(trainer, filepath)
 
@@ -168,9 +187,6 @@ class RunCheckpoint(ModelCheckpoint):
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._restore_handlers()
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         super().on_exception(trainer, pl_module, exception)

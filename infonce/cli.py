@@ -23,14 +23,19 @@ from infonce.checkpoint import (
 )
 from infonce.data import ImageDataModule
 from infonce.datasets import DatasetNotFoundError
-from infonce.moco import NonFiniteLossError
+from infonce.export import NotABackboneError
+from infonce.linear_probe import PretrainedNotFoundError
+from infonce.moco import BNGuardError, NonFiniteLossError
 from infonce.resume import ResumeConflictError
 
 # Errors that end a run with their message alone: each says what happened and what to do.
 CLEAR_ERRORS = (
+    BNGuardError,
     DatasetNotFoundError,
     NonFiniteLossError,
     NonFiniteStateError,
+    NotABackboneError,
+    PretrainedNotFoundError,
     ResumeConflictError,
     RunFolderInUseError,
 )

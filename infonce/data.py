@@ -311,7 +311,9 @@ class ImageDataModule(L.LightningDataModule):
         if self._resume_at is not None:
             epoch, start = self._resume_at
             self._resume_at = None
-            sampler.set_start(start, epoch)
+            # with another batch size or world the saved position may lie past this epoch's
+            # end here (load_state_dict warned that the order is not exact then)
+            sampler.set_start(min(start, len(sampler)), epoch)
         else:
             sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)
         self.train_sampler = sampler

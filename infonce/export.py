@@ -27,6 +27,12 @@ from torch import nn
 from infonce.backbones import FEATURE_DIMS, build_backbone
 
 FORMAT, VERSION = "infonce-backbone", 1
+
+
+class NotABackboneError(ValueError):
+    """The file is neither a MoCo checkpoint nor an exported backbone."""
+
+
 _PREFIX = "encoder.0."  # MoCo's query encoder is Sequential(backbone, head)
 
 
@@ -43,12 +49,12 @@ def backbone_from_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}") from None
     if isinstance(data, dict) and data.get("format") == FORMAT:
         if data.get("version") != VERSION:
-            raise ValueError(f"{path}: backbone file version {data.get('version')}, "
+            raise NotABackboneError(f"{path}: backbone file version {data.get('version')}, "
                              f"this infonce reads version {VERSION}")  # fmt: skip
         return data
     hparams = data.get("hyper_parameters", {}) if isinstance(data, dict) else {}
     if "backbone" not in hparams or "state_dict" not in data:
-        raise ValueError(
+        raise NotABackboneError(
             f"{path} is neither a MoCo checkpoint (no 'backbone' hyperparameter) nor a backbone "
             f"exported by python -m infonce.export"
         )

@@ -73,27 +73,39 @@ def knn_neighbours(
     memory_labels: Tensor,
     k: int = 200,
     chunk_size: int = 1024,
+    memory_chunk_size: int = 65536,
 ) -> tuple[Tensor, Tensor]:
     """The ``min(k, N)`` most similar memory items of each query: similarities and labels.
 
-    Arguments as :func:`knn_predict` (not checked again here beyond ``k`` and ``chunk_size``).
+    Queries are taken ``chunk_size`` and memory rows ``memory_chunk_size`` at a time (each
+    memory chunk cast to float32 or wider for the product, the running top k merged), so a
+    float16 memory is never copied whole and the similarities take ``chunk_size x
+    memory_chunk_size`` floats at most. Arguments as :func:`knn_predict` (not checked again
+    here beyond the sizes).
 
     Returns:
         ``(sims, labels)``, each (M, min(k, N)), similarities descending, float32 or wider.
     """
-    for name, value in (("k", k), ("chunk_size", chunk_size)):
-        check_positive_int(value, name)
+    for name, value in (("k", k), ("chunk_size", chunk_size), ("mem", memory_chunk_size)):
+        check_positive_int(value, "memory_chunk_size" if name == "mem" else name)
     k = min(k, memory_features.shape[0])
     dtype = torch.promote_types(features.dtype, memory_features.dtype)
     dtype = torch.promote_types(dtype, torch.float32)
-    memory_t = memory_features.to(dtype).t()  # (D, N)
     sims, labels = [], []
     for query in features.to(dtype).split(chunk_size):
-        sim_top, index = (query @ memory_t).topk(k, dim=1)  # (m, k), (m, k)
-        sims.append(sim_top)
-        labels.append(memory_labels[index])
+        top = query.new_full((len(query), 0), -torch.inf)  # (m, <= k) running best
+        top_labels = memory_labels.new_zeros((len(query), 0))
+        for start in range(0, memory_features.shape[0], memory_chunk_size):
+            block = memory_features[start : start + memory_chunk_size].to(dtype)  # (n, D)
+            block_sims, index = (query @ block.T).topk(min(k, len(block)), dim=1)  # (m, <= k)
+            block_labels = memory_labels[start : start + memory_chunk_size][index]
+            top, top_labels = merge_neighbours(
+                torch.cat([top, block_sims], dim=1), torch.cat([top_labels, block_labels], dim=1), k
+            )
+        sims.append(top)
+        labels.append(top_labels)
     if not sims:  # M == 0
-        return memory_t.new_zeros(0, k), memory_labels.new_zeros(0, k)
+        return features.new_zeros(0, k, dtype=dtype), memory_labels.new_zeros(0, k)
     return torch.cat(sims), torch.cat(labels)
 
 
@@ -148,7 +160,8 @@ def sharded_knn_accuracy(
         k, temperature: as :func:`knn_predict`.
         all_gather: stacks a tensor of every rank (``LightningModule.all_gather``); the
             default is a world of one.
-        chunk_size: queries merged at a time: peak memory ``world x chunk_size x k x 8`` bytes.
+        chunk_size: queries merged at a time: ``world x chunk_size x k x 8`` bytes of
+            candidates, plus ``chunk_size x 65,536`` float32 similarities while searching.
 
     Returns:
         The top-1 accuracy in [0, 1], or None when no rank holds a query or no rank holds

@@ -13,6 +13,10 @@ from infonce.export import build_from_architecture, read_backbone
 from infonce.resume import check_resumed_hyperparameters
 
 
+class PretrainedNotFoundError(FileNotFoundError):
+    """The probe has no backbone: no ``pretrained`` file and no probe checkpoint to load."""
+
+
 class LinearProbe(L.LightningModule):
     """Train a linear classifier on the frozen backbone of a MoCo checkpoint; log test top-1.
 
@@ -90,7 +94,10 @@ class LinearProbe(L.LightningModule):
     def _require_backbone(self) -> None:
         """After a checkpoint was (or was not) restored: the backbone must be there by now."""
         if self.backbone is None:
-            raise FileNotFoundError(f"pretrained checkpoint not found: {self.hparams.pretrained}")
+            raise PretrainedNotFoundError(
+                f"pretrained checkpoint not found: {self.hparams.pretrained} (set "
+                "--model.pretrained to a MoCo checkpoint or an exported backbone)"
+            )
 
     def on_validation_start(self) -> None:
         self._require_backbone()

@@ -37,6 +37,10 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or inf; the step was not applied."""
 
 
+class BNGuardError(ValueError):
+    """The BatchNorm guard asked for cannot run on this setup."""
+
+
 def projection_head(
     in_dim: int, out_dim: int, kind: str, hidden_dim: int | None = None
 ) -> nn.Module:
@@ -209,7 +213,7 @@ class MoCo(L.LightningModule):
         guard, splits, world = self.hparams.bn_guard, self.hparams.bn_splits, self._world()
         if guard == "sync":
             if world > 1 and self.trainer.strategy.root_device.type == "cpu":
-                raise ValueError(
+                raise BNGuardError(
                     "bn_guard: sync needs GPUs (torch's SyncBatchNorm does not run on CPUs); "
                     "use bn_guard: split or shuffle"
                 )
@@ -386,24 +390,26 @@ class MoCo(L.LightningModule):
         """
         trainer = self.trainer
         if trainer.max_epochs is not None and trainer.max_epochs > 0:
-            per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
-            return per_epoch * trainer.max_epochs
+            return self._steps_per_epoch() * trainer.max_epochs
         return max(1, trainer.max_steps)
 
     def lr_factor(self, step: int) -> float:
         """Linear warm-up then cosine decay to 0, as a factor of ``lr``, at optimizer ``step``
         (``lr_schedule``: per step, or per epoch as the MoCo CIFAR demo)."""
-        total = self._total_steps()
-        epochs = self.trainer.max_epochs if (self.trainer.max_epochs or 0) > 0 else 1
-        per_epoch = total / epochs
+        total, per_epoch = self._total_steps(), self._steps_per_epoch()
         warmup = round(self.hparams.warmup_epochs * per_epoch)
         if step < warmup:
             return (step + 1) / warmup
         if self.hparams.lr_schedule == "cosine_per_epoch":  # epoch e = 1..E, the demo's
-            progress = min(1.0, (step // math.ceil(per_epoch) + 1) / epochs)
+            epochs = math.ceil(total / per_epoch)
+            progress = min(1.0, (step // per_epoch + 1) / epochs)
         else:
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
         return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def _steps_per_epoch(self) -> int:
+        trainer = self.trainer
+        return max(1, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
 
     # ---- kNN monitor ----------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -452,6 +458,7 @@ class MoCo(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = rng_states()
+        checkpoint["skipped_steps"] = self._skipped_steps
         if self._trainer is not None and self.trainer.state.fn == "fit":
             checkpoint["schedule_steps"] = self._total_steps()
 
@@ -462,3 +469,4 @@ class MoCo(L.LightningModule):
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
         self._saved_schedule_steps = checkpoint.get("schedule_steps")
+        self._skipped_steps = checkpoint.get("skipped_steps", 0)

@@ -144,7 +144,10 @@ class ResumableSampler(DistributedSampler):
         if self.batch_size is None:
             return order[self.rank : self.total_size : self.num_replicas]
         B, R = self.batch_size, self.num_replicas
-        return [i for g in range(0, self.total_size, R * B) for i in order[g + self.rank * B :][:B]]
+        first = self.rank * B  # this rank's block of B in every global batch of R * B
+        return [
+            i for g in range(0, self.total_size, R * B) for i in order[g + first : g + first + B]
+        ]
 
     def __iter__(self):
         if self._next_epoch is not None:

@@ -108,4 +108,24 @@ def test_a_requested_stop_saves_the_step_and_raises_at_the_next_hook(tiny_folder
     assert stop.value.code == 128 + signal.SIGTERM and stop.value.step == 3
     assert "stopped by SIGTERM after step 3" in str(stop.value)
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
-    assert signal.getsignal(signal.SIGTERM) is not checkpoint._on_signal  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) != checkpoint._on_signal  # handlers restored
+
+
+def test_after_a_normal_fit_the_processs_own_signal_handlers_are_back(tiny_folder, tmp_path):
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    fit(tmp_path, tiny_folder, max_steps=2)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_a_signal_during_a_validation_stops_when_it_ends(tiny_folder, tmp_path):
+    class SigtermDuringValidation(L.Callback):
+        def on_validation_batch_end(self, trainer, *args):
+            if not trainer.sanity_checking:
+                signal.raise_signal(signal.SIGTERM)
+
+    checkpoint = RunCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=50)
+    with pytest.raises(RunStopped) as stop:
+        fit(tmp_path, tiny_folder, callbacks=[SigtermDuringValidation(), checkpoint],
+            max_steps=9, limit_val_batches=1.0, check_val_every_n_epoch=1)  # fmt: skip
+    assert stop.value.step == 3  # the validation after epoch 0, not a later step
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3

@@ -311,6 +311,16 @@ def test_checkpoint_at_the_end_of_an_epoch_resumes_at_the_next_epoch(tiny_folder
     )
 
 
+def test_resume_past_the_end_of_an_epoch_of_a_larger_batch_starts_at_its_end(tiny_folder):
+    module = _folder_module(tiny_folder, batch_size=20)  # one batch of 20 an epoch
+    with pytest.warns(UserWarning, match="batch_size=20 .saved: 4."):
+        module.load_state_dict(
+            {"epoch": 0, "batches_done": 5, "batches_per_epoch": 6, "batch_size": 4,
+             "world_size": 1}
+        )  # fmt: skip
+    assert list(module.train_dataloader()) == []  # 20 done >= 20: nothing left of epoch 0
+
+
 def test_resume_with_another_batch_size_warns_that_the_order_is_not_exact(tiny_folder):
     module = _folder_module(tiny_folder)
     with pytest.warns(UserWarning, match="not reproduced exactly"):

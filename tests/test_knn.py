@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from fake_world import run_ranks
 
 from infonce.distributed import gather_rows
-from infonce.knn import knn_accuracy, knn_predict, sharded_knn_accuracy
+from infonce.knn import knn_accuracy, knn_neighbours, knn_predict, sharded_knn_accuracy
 
 
 def _random_bank(m: int, n: int, d: int, num_classes: int, seed: int = 0):
@@ -192,3 +192,12 @@ def test_gather_rows_concatenates_uneven_ranks_in_rank_order():
     out = run_ranks(3, lambda r, gather: gather_rows(rows[r], gather))
     for got in out:
         assert torch.equal(got, torch.cat(rows))
+
+
+def test_neighbours_searched_in_memory_chunks_equal_one_search():
+    features, memory, labels = _random_bank(9, 50, 6, 4, seed=3)
+    whole = knn_neighbours(features, memory, labels, k=10)
+    chunked = knn_neighbours(features, memory.half(), labels, k=10, memory_chunk_size=7)
+    torch.testing.assert_close(chunked[0], knn_neighbours(features, memory.half(), labels, 10)[0])
+    assert torch.equal(chunked[1], knn_neighbours(features, memory.half(), labels, 10)[1])
+    assert chunked[0].dtype == torch.float32 and whole[0].shape == (9, 10)

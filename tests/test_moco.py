@@ -342,3 +342,10 @@ def test_sync_bn_guard_needs_one_split():
         tiny_moco(bn_guard="sync")
     with pytest.raises(ValueError, match="bn_guard must be one of"):
         tiny_moco(bn_guard="global")
+
+
+def test_the_per_epoch_cosine_follows_max_steps_when_no_max_epochs_is_set(tiny_folder):
+    model = tiny_moco(lr=0.1, lr_schedule="cosine_per_epoch")
+    trainer(max_epochs=-1, max_steps=6).fit(model, tiny_data(tiny_folder))  # 2 epochs of 3
+    factors = [model.lr_factor(s) for s in range(6)]
+    assert factors == pytest.approx([0.5, 0.5, 0.5, 0.0, 0.0, 0.0])  # (1 + cos(pi e / 2)) / 2
