@@ -111,15 +111,28 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if not self.save_last:
             return
-        stop = self._stop_signal is not None
-        if trainer.world_size > 1:  # every rank stops after the same step
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        stop = self._stop_agreed(trainer)
         at_max_steps = 0 < trainer.max_steps <= trainer.global_step
-        if (stop or at_max_steps) and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if stop or at_max_steps:
+            self._save_final(trainer)
         if stop:  # raised at the next hook, once Lightning has logged this step's metrics
-            signum = self._stop_signal if self._stop_signal is not None else signal.SIGTERM
-            self._stopped = RunStopped(signum, trainer.global_step, self.last_model_path or None)
+            self._stopped = self._run_stopped(trainer)
+
+    def _stop_agreed(self, trainer: L.Trainer) -> bool:
+        """Whether a stop signal came, to this rank or any other: every rank stops together."""
+        stop = self._stop_signal is not None
+        if trainer.world_size > 1:
+            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
+        return stop
+
+    def _save_final(self, trainer: L.Trainer) -> None:
+        """Write ``last`` for the step reached, unless it was written at this step already."""
+        if self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _run_stopped(self, trainer: L.Trainer) -> RunStopped:
+        signum = self._stop_signal if self._stop_signal is not None else signal.SIGTERM
+        return RunStopped(signum, trainer.global_step, self.last_model_path or None)
 
     def _raise_if_stopped(self) -> None:
         if self._stopped is not None:
@@ -143,14 +156,9 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         if not self.save_last or trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        stop = self._stop_signal is not None  # a signal that came during the evaluation
-        if trainer.world_size > 1:
-            stop = trainer.strategy.reduce_boolean_decision(stop, all=False)
-        if stop:  # the state between two steps, as every validation-time checkpoint holds
-            if self._last_global_step_saved != trainer.global_step:
-                self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
-            signum = self._stop_signal if self._stop_signal is not None else signal.SIGTERM
-            raise RunStopped(signum, trainer.global_step, self.last_model_path or None)
+        if self._stop_agreed(trainer):  # a signal that came during the evaluation
+            self._save_final(trainer)  # the state between two steps, as in a "best" checkpoint
+            raise self._run_stopped(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
@@ -158,8 +166,8 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Lightning's own on_train_end writes `last` only when nothing was written yet
-        if self.save_last and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        if self.save_last:
+            self._save_final(trainer)
         # before Lightning's teardown puts back the handlers it found: the process's own
         self._restore_handlers()
 

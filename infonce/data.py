@@ -33,7 +33,7 @@ from infonce.datasets import (
     subset_indices,
 )
 from infonce.sampling import ResumableSampler, SeededTransformDataset, ShardSampler
-from infonce.tensor_data import TensorImageDataset, keep_batch, load_or_decode
+from infonce.tensor_data import TensorImageDataset, ensure_cached, keep_batch, load_or_decode
 from infonce.transforms import TwoViews, crop_flip_transform, eval_transform, moco_v2_transform
 
 _STATS_IMAGES = 2000  # how many seeded train images estimate mean/std of a folder dataset
@@ -162,8 +162,8 @@ class ImageDataModule(L.LightningDataModule):
         resident splits into the cache, so that the ranks only read."""
         for train in (True, False):
             base = build_dataset(self.dataset, self.root, train, self.download)
-            if self.resident:
-                load_or_decode(base, self.image_size, self.cache_dir, self.num_workers)
+            if self.resident:  # into the cache only: setup loads it where it is needed
+                ensure_cached(base, self.image_size, self.cache_dir, self.num_workers)
 
     def setup(self, stage: str | None = None) -> None:
         """Build the raw splits ``stage`` needs (once), and estimate folder mean/std if unset."""

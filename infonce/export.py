@@ -27,13 +27,11 @@ from torch import nn
 from infonce.backbones import FEATURE_DIMS, build_backbone
 
 FORMAT, VERSION = "infonce-backbone", 1
+_PREFIX = "encoder.0."  # MoCo's query encoder is Sequential(backbone, head)
 
 
 class NotABackboneError(ValueError):
     """The file is neither a MoCo checkpoint nor an exported backbone."""
-
-
-_PREFIX = "encoder.0."  # MoCo's query encoder is Sequential(backbone, head)
 
 
 def backbone_from_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

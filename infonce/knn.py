@@ -86,8 +86,9 @@ def knn_neighbours(
     Returns:
         ``(sims, labels)``, each (M, min(k, N)), similarities descending, float32 or wider.
     """
-    for name, value in (("k", k), ("chunk_size", chunk_size), ("mem", memory_chunk_size)):
-        check_positive_int(value, "memory_chunk_size" if name == "mem" else name)
+    check_positive_int(k, "k")
+    check_positive_int(chunk_size, "chunk_size")
+    check_positive_int(memory_chunk_size, "memory_chunk_size")
     k = min(k, memory_features.shape[0])
     dtype = torch.promote_types(features.dtype, memory_features.dtype)
     dtype = torch.promote_types(dtype, torch.float32)

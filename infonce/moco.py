@@ -199,6 +199,7 @@ class MoCo(L.LightningModule):
         self._val_labels: dict[bool, list[Tensor]] = {False: [], True: []}
         self._last_batch_end: float | None = None  # for the images/s readout
         self._skipped_steps = 0
+        self._saved_schedule_steps: int | None = None  # of a resumed checkpoint, if any
 
     def setup(self, stage: str) -> None:
         """Spare the queue DDP's buffer broadcast; set up and check the BatchNorm guard."""
@@ -339,7 +340,7 @@ class MoCo(L.LightningModule):
         for group in self.optimizers().param_groups:
             group["momentum"] = self.hparams.sgd_momentum
             group["weight_decay"] = self.hparams.weight_decay
-        saved, total = getattr(self, "_saved_schedule_steps", None), self._total_steps()
+        saved, total = self._saved_schedule_steps, self._total_steps()
         if saved is not None and saved != total:
             rank_zero_warn(
                 f"the learning-rate and momentum schedules now span {total} steps, the "

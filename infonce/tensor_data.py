@@ -123,17 +123,43 @@ def load_or_decode(
     reshape). Arguments and results as :func:`decode`; ``cache_dir`` defaults to
     :func:`default_cache_dir`.
     """
-    if _is_cifar_at(dataset, size):
+    path = _cache_path(dataset, size, cache_dir)
+    if path is None:
         return decode(dataset, size)
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    kind = type(dataset).__name__.lower()
-    path = folder / f"{kind}-{len(dataset)}-{size}px-{fingerprint(dataset, size)[:20]}.pt"
     if path.is_file():
         cached = torch.load(path, weights_only=True)
         return cached["images"], cached["labels"]
     images, labels = decode(dataset, size, num_workers, progress)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
+    _save_atomically(path, images, labels)
+    return images, labels
+
+
+def ensure_cached(
+    dataset: Dataset,
+    size: int,
+    cache_dir: str | os.PathLike | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> None:
+    """Decode ``dataset`` into the cache of :func:`load_or_decode` unless it is there already
+    (or needs none); nothing is loaded. For ``prepare_data``: decode once, let ranks read."""
+    path = _cache_path(dataset, size, cache_dir)
+    if path is not None and not path.is_file():
+        _save_atomically(path, *decode(dataset, size, num_workers, progress))
+
+
+def _cache_path(dataset: Dataset, size: int, cache_dir: str | os.PathLike | None) -> Path | None:
+    """Where :func:`load_or_decode` caches ``dataset`` at ``size``; None: not cached."""
+    if _is_cifar_at(dataset, size):
+        return None
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    kind = type(dataset).__name__.lower()
+    return folder / f"{kind}-{len(dataset)}-{size}px-{fingerprint(dataset, size)[:20]}.pt"
+
+
+def _save_atomically(path: Path, images: Tensor, labels: Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"images": images, "labels": labels}, f)
@@ -141,7 +167,6 @@ def load_or_decode(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return images, labels
 
 
 BatchTransform = Callable[[Tensor, torch.Generator | None], Any]

@@ -4,7 +4,6 @@ Every test starts ``train.py`` processes as a user would (``--trainer.devices 2 
 ddp``, or two launches as two nodes), on the 24-image tiny folder.
 """
 
-import csv
 import json
 import os
 import socket
@@ -13,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from train_helpers import REPO, TRAIN, load, run_train, tiny_args
+from train_helpers import REPO, TRAIN, knn_top1_values, load, run_train, tiny_args
 
 pytestmark = pytest.mark.slow
 
@@ -135,15 +134,6 @@ def test_two_nodes_on_localhost_train_together_and_write_one_checkpoint(tiny_fol
     assert torch.equal(rank0["state_dict"]["queue.queue"], rank1["state_dict"]["queue.queue"])
 
 
-def knn_top1(run_dir) -> list[float]:
-    values = []
-    for path in sorted(run_dir.glob("logs/version_*/metrics.csv")):
-        values += [
-            float(r["val/knn_top1"]) for r in csv.DictReader(open(path)) if r.get("val/knn_top1")
-        ]
-    return values
-
-
 def test_knn_under_ddp_equals_one_process_with_an_odd_dataset(tiny_folder, tmp_path):
     """23 memory images and 12 queries: not a multiple of 2; the untrained network, k = 5."""
     args = tiny_args(tiny_folder, "--data.limit_train_images", "23", "--model.knn_k", "5",
@@ -152,7 +142,7 @@ def test_knn_under_ddp_equals_one_process_with_an_odd_dataset(tiny_folder, tmp_p
     last = str(tmp_path / "runs/cpu_quick/checkpoints/last.ckpt")
     run_train(["validate", *args, "--ckpt_path", last], cwd=tmp_path)
     run_train(["validate", *args, "--ckpt_path", last, *DDP, "--trainer.devices", "2"], tmp_path)
-    one, two = knn_top1(tmp_path / "runs/cpu_quick")
+    one, two = knn_top1_values(tmp_path / "runs/cpu_quick")
     assert one == two
 
 

@@ -1,24 +1,15 @@
 """A short MoCo run on real CIFAR-10 images must improve the kNN accuracy of its features."""
 
-import csv
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from train_helpers import knn_top1_values
 
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
-
-
-def knn_top1_values(run_dir: Path) -> list[float]:
-    """Every val/knn_top1 of a run, in log-version then step order."""
-    values = []
-    for path in sorted(run_dir.glob("logs/version_*/metrics.csv")):
-        rows = csv.DictReader(open(path))
-        values += [float(r["val/knn_top1"]) for r in rows if r.get("val/knn_top1")]
-    return values
 
 
 def test_short_moco_run_on_real_cifar10_beats_knn_at_initialisation(cifar10_jpeg_root, tmp_path):

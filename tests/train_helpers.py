@@ -81,6 +81,15 @@ def losses_by_step(run_dir: Path) -> dict[int, float]:
     return losses
 
 
+def knn_top1_values(run_dir: Path) -> list[float]:
+    """Every val/knn_top1 of a run, in log-version then step order."""
+    values = []
+    for path in sorted(run_dir.glob("logs/version_*/metrics.csv"), key=_version):
+        rows = csv.DictReader(open(path))
+        values += [float(r["val/knn_top1"]) for r in rows if r.get("val/knn_top1")]
+    return values
+
+
 def _version(path: Path) -> int:
     return int(path.parent.name.split("_")[1])
 
