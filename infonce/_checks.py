@@ -9,21 +9,55 @@ from torch import Tensor
 REDUCTIONS = ("mean", "sum", "none")
 
 
-def check_temperature(temperature: float, name: str = "temperature") -> float:
-    """Return ``temperature`` as a float; raise ValueError unless it is a finite number > 0."""
+def check_temperature(
+    temperature: float | Tensor, name: str = "temperature", allow_tensor: bool = False
+) -> float | Tensor:
+    """Return ``temperature`` checked: a finite number > 0 (as a float), or with
+    ``allow_tensor`` also a 0-d floating-point tensor (returned as is, gradients kept).
+
+    A tensor's value is checked where that costs no host synchronisation (on the CPU); on an
+    accelerator only its shape and dtype are, since reading the value would stall the device
+    every step. Raises ValueError naming ``name`` and the bad value, shape or dtype.
+    """
+    if isinstance(temperature, Tensor):
+        if not allow_tensor:
+            raise ValueError(f"{name} must be a Python number here, got a tensor")
+        if temperature.dim() != 0 or not torch.is_floating_point(temperature):
+            raise ValueError(
+                f"{name} must be a 0-d floating-point tensor, got shape "
+                f"{tuple(temperature.shape)} and dtype {temperature.dtype}"
+            )
+        if temperature.device.type == "cpu":
+            value = float(temperature.detach())
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got tensor({value})")
+        return temperature
     if isinstance(temperature, bool) or not isinstance(temperature, Real):
-        raise ValueError(f"{name} must be a positive finite number, got {temperature!r}")
+        kind = "number or a 0-d tensor" if allow_tensor else "number"
+        raise ValueError(f"{name} must be a positive finite {kind}, got {temperature!r}")
     value = float(temperature)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value}")
     return value
 
 
-def check_positive_int(value: int, name: str) -> int:
-    """Return ``value``; raise ValueError unless it is an int >= 1 (a bool is not an int here)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+def check_int(value: int | None, name: str, minimum: int = 1, optional: bool = False) -> int | None:
+    """Return ``value``; raise ValueError unless it is an int >= ``minimum`` (a bool is not an
+    int here), or None when ``optional``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        none = "None or " if optional else ""
+        raise ValueError(f"{name} must be {none}an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_unit_interval(p: float, name: str) -> float:
+    """Return ``p`` as a float; raise ValueError unless it is a number in [0, 1] (a
+    probability, an EMA weight)."""
+    if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {p!r}")
+    return float(p)
 
 
 def check_reduction(reduction: str) -> str:

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from infonce._checks import check_int, check_unit_interval
 from infonce.color import (
     adjust_brightness,
     adjust_contrast,
@@ -229,9 +230,7 @@ class MoCoV2Views(nn.Module):
         std: tuple[float, float, float] | None = None,
     ):
         super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size must be an integer >= 1, got {size!r}")
-        self.size = size
+        self.size = check_int(size, "size")
         self.scale, self.ratio = check_range("scale", scale, 1.0), check_range("ratio", ratio)
         ok = isinstance(jitter, tuple | list) and len(jitter) == 4
         ok = ok and all(isinstance(j, Real) and not isinstance(j, bool) for j in jitter)
@@ -242,8 +241,7 @@ class MoCoV2Views(nn.Module):
             )
         self.jitter = tuple(float(j) for j in jitter)
         for name, p in (("jitter_p", jitter_p), ("grayscale_p", grayscale_p), ("flip_p", flip_p)):
-            if isinstance(p, bool) or not isinstance(p, Real) or not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+            check_unit_interval(p, name)
         self.jitter_p, self.grayscale_p, self.flip_p = jitter_p, grayscale_p, flip_p
         if (mean is None) != (std is None):
             raise ValueError(f"mean and std must both be given or both None, got {mean}, {std}")

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 
+from infonce._checks import check_int
+
 BACKBONES = ("resnet18", "resnet50", "convnet")
 FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048, "convnet": 128}  # F of each, as built here
 
@@ -54,8 +56,7 @@ class SplitBatchNorm(nn.BatchNorm2d):
     """
 
     def __init__(self, num_features: int, num_splits: int = 1, **kwargs) -> None:
-        if isinstance(num_splits, bool) or not isinstance(num_splits, int) or num_splits < 1:
-            raise ValueError(f"num_splits must be an integer >= 1, got {num_splits!r}")
+        check_int(num_splits, "num_splits")
         super().__init__(num_features, **kwargs)
         self.num_splits = num_splits
 
@@ -229,8 +230,7 @@ def build_backbone(name: str, bn_splits: int = 1, cifar_stem: bool = True) -> tu
     """
     if name not in BACKBONES:
         raise ValueError(f"name must be one of {BACKBONES}, got {name!r}")
-    if isinstance(bn_splits, bool) or not isinstance(bn_splits, int) or bn_splits < 1:
-        raise ValueError(f"bn_splits must be an integer >= 1, got {bn_splits!r}")
+    check_int(bn_splits, "bn_splits")
     if name == "convnet":
         encoder = ConvNet(bn_splits=bn_splits)
         return encoder, encoder.num_features

@@ -23,7 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from infonce._checks import check_info_nce_inputs, check_reduction, check_temperature, reduce_loss
+from infonce._checks import (
+    check_info_nce_inputs,
+    check_int,
+    check_reduction,
+    check_temperature,
+    reduce_loss,
+)
 
 # Bounded logits |l| <= 1/T need no running maximum when exp(+-2/T) stays finite and normal in
 # float32 (exp(80) = 5.5e34, and K * exp(1/T) < 1e38 for K up to 2**24 at 1/T = 40).
@@ -60,14 +66,17 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
         # on CPUs, and the factor rides along with 1/T in the query for free.
         N, D = query.shape
         K = negatives.shape[0]
-        need_dq, need_dk, need_dn = ctx.needs_input_grad[:3]
-        bounded = normalize and temperature >= _MIN_TEMPERATURE_WITHOUT_MAX
+        need_dq, need_dk, need_dn, need_dt = ctx.needs_input_grad[:4]
+        # A tensor T (0-d, learnable) is not read on the host: the running maximum is kept.
+        tensor_t = isinstance(temperature, Tensor)
+        bounded = normalize and not tensor_t and temperature >= _MIN_TEMPERATURE_WITHOUT_MAX
         q2 = query * (_LOG2E / temperature)  # (N, D): base-2 logits are q2 . k
         l_pos = (q2 * key).sum(dim=1)  # (N,) base 2
         # running log-sum-exp state: shift m (N,), sum of 2^(l - m) s (N,)
         m = torch.zeros_like(l_pos) if bounded else l_pos.clone()
         s = torch.exp2(l_pos - m)  # (N,)
-        weighted = s[:, None] * key if need_dq else None  # (N, D): sum_j 2^(l_j - m) v_j
+        need_weighted = need_dq or need_dt  # dL/dT = -q . dL/dq / T
+        weighted = s[:, None] * key if need_weighted else None  # (N, D): sum_j 2^(l_j - m) v_j
         max_neg = torch.full_like(l_pos, -torch.inf)  # (N,)
         neg_sum = torch.zeros(D, dtype=query.dtype, device=query.device)  # (D,) sum of negatives
         buffers = _ChunkBuffers(N, D, min(chunk_size, K), query)  # reused: no allocation per chunk
@@ -94,15 +103,19 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
         lse = m + torch.log2(s)  # (N,) base 2
         loss = (lse - l_pos) * _LN2  # (N,) natural log
         p_pos = torch.exp2(l_pos - lse)  # (N,)
-        dq = (weighted / s[:, None] - key) / temperature if need_dq else None  # (N, D)
+        dq = (weighted / s[:, None] - key) / temperature if need_weighted else None  # (N, D)
         dk = (p_pos - 1.0)[:, None] * query / temperature if need_dk else None  # (N, D)
+        # dL/dT = (l+ - sum_j p_j l_j) / T^2 (raw logits l = q . v) = -(q . dL/dq) / T
+        dt = -(query * dq).sum(dim=1) / temperature if need_dt else None  # (N,)
         # The inputs too (references, not copies): a double backward recomputes from them.
         # Negatives that need no gradient (a queue) are kept outside autograd's version check,
         # so the queue may be overwritten in place before a first-order backward.
-        ctx.save_for_backward(query, key, negatives if need_dn else None, dq, dk, lse)
+        saved_t = temperature if tensor_t else None
+        ctx.save_for_backward(query, key, negatives if need_dn else None, dq, dk, dt, lse, saved_t)
         if not need_dn:
             ctx.negatives, ctx.negatives_version = negatives, negatives._version
         ctx.normalize, ctx.chunk_size, ctx.temperature = normalize, chunk_size, temperature
+        ctx.need_dq = need_dq
         l_pos, max_neg = l_pos * _LN2, max_neg * _LN2  # back to q.k / T
         mean_neg = (query @ neg_sum) / (temperature * max(K, 1))  # (N,); 0 without stats or K
         ctx.mark_non_differentiable(l_pos, max_neg, mean_neg)
@@ -110,7 +123,9 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, *unused):
-        query, key, negatives, dq, dk, lse = ctx.saved_tensors
+        query, key, negatives, dq, dk, dt, lse, temperature = ctx.saved_tensors
+        if temperature is None:  # a float
+            temperature = ctx.temperature
         if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
             if negatives is None:
                 negatives = ctx.negatives
@@ -120,13 +135,15 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
                         "pass and a double backward (create_graph=True); pass a copy, such as "
                         "MemoryQueue.negatives()"
                     )
-            return (*_differentiable_grads(ctx, query, key, negatives, grad_loss), *[None] * 4)
+            grads = _differentiable_grads(ctx, query, key, negatives, temperature, grad_loss)
+            return (*grads, *[None] * 3)
         g = grad_loss[:, None]  # (N, 1)
-        grad_q = dq * g if dq is not None else None
+        grad_q = dq * g if ctx.need_dq else None
         grad_k = dk * g if dk is not None else None
+        grad_t = (dt * grad_loss).sum() if dt is not None else None  # ()
         grad_n = None
         if negatives is not None:  # saved when they need a gradient
-            q2 = query * (_LOG2E / ctx.temperature)  # (N, D), as in forward
+            q2 = query * (_LOG2E / temperature)  # (N, D), as in forward
             qg = q2 * (g * _LN2)  # (N, D): g_i q_i / T, since q2 = q log2(e) / T
             grad_n = torch.empty_like(negatives)
             for start in range(0, negatives.shape[0], ctx.chunk_size):
@@ -138,12 +155,12 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
                     norm = raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
                     dn = (dn - n * (n * dn).sum(dim=1, keepdim=True)) / norm
                 grad_n[start : start + ctx.chunk_size] = dn
-        return grad_q, grad_k, grad_n, None, None, None, None
+        return grad_q, grad_k, grad_n, grad_t, None, None, None
 
 
-def _differentiable_grads(ctx, query, key, negatives, grad_loss) -> list[Tensor | None]:
-    """dL/d(query, key, negatives) as differentiable functions of the inputs, for a double
-    backward (gradient penalties, Hessian-vector products, meta-learning).
+def _differentiable_grads(ctx, query, key, negatives, temperature, grad_loss) -> list:
+    """dL/d(query, key, negatives, temperature) as differentiable functions of the inputs, for
+    a double backward (gradient penalties, Hessian-vector products, meta-learning).
 
     Recomputes the loss with the (N, 1+K) logits and lets autograd differentiate it: the memory
     the chunked path saves is spent here, only when a second derivative is asked for.
@@ -151,10 +168,11 @@ def _differentiable_grads(ctx, query, key, negatives, grad_loss) -> list[Tensor 
     n = negatives.to(query.dtype)
     n = F.normalize(n, dim=1) if ctx.normalize else n  # (K, D)
     l_pos = (query * key).sum(dim=1, keepdim=True)  # (N, 1)
-    logits = torch.cat([l_pos, query @ n.T], dim=1) / ctx.temperature  # (N, 1+K)
+    logits = torch.cat([l_pos, query @ n.T], dim=1) / temperature  # (N, 1+K)
     loss = torch.logsumexp(logits, dim=1) - logits[:, 0]  # (N,)
-    needs = ctx.needs_input_grad[:3]
-    wanted = [t for t, need in zip((query, key, negatives), needs, strict=True) if need]
+    needs = ctx.needs_input_grad[:4]
+    inputs = (query, key, negatives, temperature)
+    wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
     grads = iter(torch.autograd.grad(loss, wanted, grad_loss, create_graph=True))
     return [next(grads) if need else None for need in needs]
 
@@ -163,7 +181,7 @@ def chunked_info_nce(
     query: Tensor,
     key: Tensor,
     negatives: Tensor,
-    temperature: float = 0.07,
+    temperature: float | Tensor = 0.07,
     reduction: str = "mean",
     normalize: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -184,7 +202,8 @@ def chunked_info_nce(
         query: the queries ``q``.
         key: the positive key of each query.
         negatives: negatives shared by every query (e.g. a MoCo queue); K = 0 is allowed.
-        temperature: positive finite ``T``.
+        temperature: positive finite ``T``, or a 0-d tensor that receives ``dL/dT`` (then the
+            running-maximum log-sum-exp is used: T is not read on the host).
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         normalize: L2-normalise query, key and negatives along D first.
         chunk_size: negatives per chunk (>= 1); 4,096 is near the fastest on CPUs and GPUs.
@@ -207,7 +226,7 @@ def chunked_info_nce_stats(
     query: Tensor,
     key: Tensor,
     negatives: Tensor,
-    temperature: float = 0.07,
+    temperature: float | Tensor = 0.07,
     normalize: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> InfoNCEStats:
@@ -224,21 +243,24 @@ def chunked_info_nce_stats(
     Shape:
         query (N, D), key (N, D), negatives (K, D); every field of the result (N,).
     """
-    temperature = check_temperature(temperature)
+    temperature = check_temperature(temperature, allow_tensor=True)
     check_info_nce_inputs(query, key, negatives)
     if negatives.dim() != 2:
         raise ValueError(f"negatives must have shape (K, D), got {tuple(negatives.shape)}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    check_int(chunk_size, "chunk_size")
     return _chunked(query, key, negatives, temperature, normalize, chunk_size, stats=True)
 
 
 def _chunked(query, key, negatives, temperature, normalize, chunk_size, stats) -> InfoNCEStats:
     """The unchecked core, for callers that validated their arguments already."""
     dtype = torch.promote_types(query.dtype, torch.float32)
+    tensor_t = isinstance(temperature, Tensor)
     if not torch.is_grad_enabled():  # else the Function would still accumulate dL/dq
         query, key, negatives = query.detach(), key.detach(), negatives.detach()
+        temperature = temperature.detach() if tensor_t else temperature
     with torch.autocast(device_type=query.device.type, enabled=False):
+        if tensor_t:
+            temperature = temperature.to(device=query.device, dtype=dtype)
         q, k = query.to(dtype), key.to(dtype)
         if normalize:
             q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)

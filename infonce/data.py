@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from infonce._checks import check_int
 from infonce.augment import MoCoV2Views, Normalize
 from infonce.datasets import (
     DATASETS,
@@ -37,14 +38,6 @@ from infonce.tensor_data import TensorImageDataset, ensure_cached, keep_batch, l
 from infonce.transforms import TwoViews, crop_flip_transform, eval_transform, moco_v2_transform
 
 _STATS_IMAGES = 2000  # how many seeded train images estimate mean/std of a folder dataset
-
-
-def _check_int(name: str, value: int | None, low: int, optional: bool = False) -> None:
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        none = "None or " if optional else ""
-        raise ValueError(f"{name} must be {none}an integer >= {low}, got {value!r}")
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -123,12 +116,12 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
         if augmentation not in ("moco_v2", "crop_flip"):
             raise ValueError(f"augmentation must be 'moco_v2' or 'crop_flip', got {augmentation!r}")
-        _check_int("image_size", image_size, 1)
-        _check_int("batch_size", batch_size, 1)
-        _check_int("eval_batch_size", eval_batch_size, 1)
-        _check_int("num_workers", num_workers, 0)
-        _check_int("limit_train_images", limit_train_images, 1, optional=True)
-        _check_int("limit_test_images", limit_test_images, 1, optional=True)
+        check_int(image_size, "image_size")
+        check_int(batch_size, "batch_size")
+        check_int(eval_batch_size, "eval_batch_size")
+        check_int(num_workers, "num_workers", minimum=0)
+        check_int(limit_train_images, "limit_train_images", optional=True)
+        check_int(limit_test_images, "limit_test_images", optional=True)
         if not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, "
                              f"got {crop_scale!r}")  # fmt: skip

@@ -13,6 +13,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 from torchvision.datasets.folder import find_classes
 from torchvision.transforms.functional import pil_to_tensor
 
+from infonce._checks import check_int
 from infonce.transforms import ResizeIfNeeded
 
 DATASETS = ("cifar10", "cifar100", "folder")
@@ -175,8 +176,7 @@ def subset_indices(num_items: int, limit: int | None, seed: int) -> list[int] | 
     """
     if limit is None:
         return None
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"limit must be None or an integer >= 1, got {limit!r}")
+    check_int(limit, "limit", optional=True)
     if limit >= num_items:
         return None
     generator = torch.Generator().manual_seed(seed)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from infonce._checks import (
     check_info_nce_inputs,
+    check_int,
     check_reduction,
     check_temperature,
     reduce_loss,
@@ -24,7 +25,7 @@ def info_nce(
     query: Tensor,
     key: Tensor,
     negatives: Tensor | None = None,
-    temperature: float = 0.07,
+    temperature: float | Tensor = 0.07,
     reduction: str = "mean",
     normalize: bool = True,
 ) -> Tensor:
@@ -50,7 +51,8 @@ def info_nce(
         query: the queries ``q``.
         key: the positive key for each query.
         negatives: the negative keys, see above.
-        temperature: positive finite ``T``; MoCo's default is 0.07.
+        temperature: positive finite ``T``; MoCo's default is 0.07. A 0-d floating-point
+            tensor (e.g. from :class:`infonce.LearnableTemperature`) receives ``dL/dT``.
         reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"`` for per-query losses.
         normalize: L2-normalise query, key and negatives along D first (cosine similarity).
 
@@ -72,7 +74,7 @@ def info_nce(
     """
     reduction = check_reduction(reduction)
     if negatives is not None and negatives.dim() == 2 and negatives.shape[0] >= CHUNKED_FROM:
-        temperature = check_temperature(temperature)
+        temperature = check_temperature(temperature, allow_tensor=True)
         check_info_nce_inputs(query, key, negatives)
         stats = _chunked(query, key, negatives, temperature, normalize, DEFAULT_CHUNK_SIZE, False)
         return reduce_loss(stats.loss, reduction)
@@ -84,7 +86,7 @@ def info_nce_logits(
     query: Tensor,
     key: Tensor,
     negatives: Tensor | None = None,
-    temperature: float = 0.07,
+    temperature: float | Tensor = 0.07,
     normalize: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """The logits of :func:`info_nce` divided by the temperature, and the positive's column.
@@ -98,11 +100,13 @@ def info_nce_logits(
     Shape:
         logits (N, C) float, labels (N,) int64.
     """
-    temperature = check_temperature(temperature)
+    temperature = check_temperature(temperature, allow_tensor=True)
     check_info_nce_inputs(query, key, negatives)
     N = query.shape[0]
     dtype = torch.promote_types(query.dtype, torch.float32)
     with torch.autocast(device_type=query.device.type, enabled=False):
+        if isinstance(temperature, Tensor):
+            temperature = temperature.to(device=query.device, dtype=dtype)
         q, k = query.to(dtype), key.to(dtype)
         n = None if negatives is None else negatives.to(dtype)
         if normalize:
@@ -126,7 +130,7 @@ def info_nce_stats(
     query: Tensor,
     key: Tensor,
     negatives: Tensor | None = None,
-    temperature: float = 0.07,
+    temperature: float | Tensor = 0.07,
     normalize: bool = True,
 ) -> InfoNCEStats:
     """Per-query :func:`info_nce` and the logit statistics a trainer logs, in one pass.
@@ -163,7 +167,10 @@ class InfoNCE(nn.Module):
     """Module form of :func:`info_nce`; validates its hyperparameters once, at construction.
 
     Args:
-        temperature: positive finite ``T`` (default 0.07, as MoCo).
+        temperature: positive finite ``T`` (default 0.07, as MoCo); or a module returning a
+            0-d ``T`` when called, such as :class:`infonce.LearnableTemperature`, registered
+            as a submodule (its parameter in ``parameters()`` and ``state_dict()``); or a 0-d
+            tensor.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         normalize: L2-normalise the inputs first.
 
@@ -173,20 +180,29 @@ class InfoNCE(nn.Module):
     Examples:
         >>> criterion = InfoNCE(temperature=0.2)
         >>> loss = criterion(torch.randn(8, 64), torch.randn(8, 64), torch.randn(100, 64))
+        >>> learnable = InfoNCE(temperature=LearnableTemperature(0.07))
     """
 
-    def __init__(self, temperature: float = 0.07, reduction: str = "mean", normalize: bool = True):
+    def __init__(
+        self,
+        temperature: float | Tensor | nn.Module = 0.07,
+        reduction: str = "mean",
+        normalize: bool = True,
+    ):
         super().__init__()
-        self.temperature = check_temperature(temperature)
+        if not isinstance(temperature, nn.Module):
+            temperature = check_temperature(temperature, allow_tensor=True)
+        self.temperature = temperature
         self.reduction = check_reduction(reduction)
         self.normalize = normalize
 
     def forward(self, query: Tensor, key: Tensor, negatives: Tensor | None = None) -> Tensor:
-        return info_nce(query, key, negatives, self.temperature, self.reduction, self.normalize)
+        t = self.temperature() if isinstance(self.temperature, nn.Module) else self.temperature
+        return info_nce(query, key, negatives, t, self.reduction, self.normalize)
 
     def extra_repr(self) -> str:
-        t, r, n = self.temperature, self.reduction, self.normalize
-        return f"temperature={t}, reduction={r!r}, normalize={n}"
+        t = "module" if isinstance(self.temperature, nn.Module) else self.temperature
+        return f"temperature={t}, reduction={self.reduction!r}, normalize={self.normalize}"
 
 
 def separated_loss(
@@ -214,8 +230,7 @@ def separated_loss(
     Raises:
         ValueError: K < 0 or not an integer; a temperature that is not a positive finite number.
     """
-    if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 0:
-        raise ValueError(f"num_negatives must be an integer >= 0, got {num_negatives!r}")
+    check_int(num_negatives, "num_negatives", minimum=0)
     temperature = check_temperature(temperature)
     if num_negatives == 0:
         return 0.0

@@ -9,7 +9,7 @@ with weight ``exp(similarity / temperature)``; the class with the largest total 
 import torch
 from torch import Tensor
 
-from infonce._checks import check_float_tensor, check_positive_int, check_temperature
+from infonce._checks import check_float_tensor, check_int, check_temperature
 from infonce.distributed import AllGather, gather_rows, single_process_gather
 
 
@@ -86,9 +86,9 @@ def knn_neighbours(
     Returns:
         ``(sims, labels)``, each (M, min(k, N)), similarities descending, float32 or wider.
     """
-    check_positive_int(k, "k")
-    check_positive_int(chunk_size, "chunk_size")
-    check_positive_int(memory_chunk_size, "memory_chunk_size")
+    check_int(k, "k")
+    check_int(chunk_size, "chunk_size")
+    check_int(memory_chunk_size, "memory_chunk_size")
     k = min(k, memory_features.shape[0])
     dtype = torch.promote_types(features.dtype, memory_features.dtype)
     dtype = torch.promote_types(dtype, torch.float32)
@@ -171,8 +171,8 @@ def sharded_knn_accuracy(
     Shape:
         queries (m_r, D), labels (m_r,), memory (n_r, D), memory_labels (n_r,).
     """
-    check_positive_int(k, "k")
-    check_positive_int(chunk_size, "chunk_size")
+    check_int(k, "k")
+    check_int(chunk_size, "chunk_size")
     temperature = check_temperature(temperature)
     sizes = torch.tensor([len(memory), len(queries)], device=queries.device)
     if (all_gather(sizes).sum(dim=0) == 0).any():
@@ -254,7 +254,7 @@ def _check_inputs(
             f"features and memory_features must have the same dimension D, got shapes "
             f"{tuple(features.shape)} and {tuple(memory_features.shape)}"
         )
-    check_positive_int(num_classes, "num_classes")
+    check_int(num_classes, "num_classes")
     _check_labels(memory_labels, "memory_labels", memory_features.shape[0], num_classes)
 
 

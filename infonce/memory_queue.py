@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from infonce._checks import check_float_tensor
+from infonce._checks import check_float_tensor, check_int
 
 
 class MemoryQueue(nn.Module):
@@ -37,9 +37,7 @@ class MemoryQueue(nn.Module):
 
     def __init__(self, size: int, dim: int):
         super().__init__()
-        for name, value in (("size", size), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_int(size, "size"), check_int(dim, "dim")
         self.size, self.dim = size, dim
         self.register_buffer("queue", torch.zeros(size, dim))  # (K, D)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next row to write

@@ -1,16 +1,15 @@
 """Momentum (EMA) update of a target network, as MoCo's key encoder and BYOL's target use."""
 
 import math
-from numbers import Real
 
 import torch
 from torch import nn
 
+from infonce._checks import check_unit_interval
+
 
 def _check_momentum(m: float) -> float:
-    if isinstance(m, bool) or not isinstance(m, Real) or not 0.0 <= float(m) <= 1.0:
-        raise ValueError(f"m must be a number in [0, 1], got {m!r}")
-    return float(m)
+    return check_unit_interval(m, "m")
 
 
 @torch.no_grad()

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from infonce._checks import check_positive_int
+from infonce._checks import check_int
 
 _MASK64 = (1 << 64) - 1
 
@@ -88,7 +88,7 @@ class ResumableSampler(DistributedSampler):
         epoch_source: Callable[[], int] | None = None,
         batch_size: int | None = None,
     ):
-        check_positive_int(num_items, "num_items")
+        check_int(num_items, "num_items")
         if num_replicas < 1:
             raise ValueError(f"num_replicas must be >= 1, got {num_replicas!r}")
         if not 0 <= rank < num_replicas:
@@ -102,7 +102,7 @@ class ResumableSampler(DistributedSampler):
             drop_last=drop_last,
         )
         if batch_size is not None:
-            check_positive_int(batch_size, "batch_size")
+            check_int(batch_size, "batch_size")
             if not drop_last:
                 raise ValueError("batch_size (blocked ranks) needs drop_last=True")
             global_batch = num_replicas * batch_size
@@ -178,8 +178,7 @@ class ShardSampler(DistributedSampler):
     """
 
     def __init__(self, num_items: int, num_replicas: int = 1, rank: int = 0):
-        if isinstance(num_items, bool) or not isinstance(num_items, int) or num_items < 0:
-            raise ValueError(f"num_items must be an integer >= 0, got {num_items!r}")
+        check_int(num_items, "num_items", minimum=0)
         super().__init__(range(num_items), num_replicas=num_replicas, rank=rank, shuffle=False)
         self.num_items = num_items
 

@@ -6,7 +6,9 @@ from torch import Tensor
 from infonce._checks import check_float_tensor, check_temperature
 
 
-def softmax_with_temperature(logits: Tensor, temperature: float = 1.0, dim: int = -1) -> Tensor:
+def softmax_with_temperature(
+    logits: Tensor, temperature: float | Tensor = 1.0, dim: int = -1
+) -> Tensor:
     """Temperature-scaled softmax, ``softmax(logits / temperature)`` along ``dim``.
 
     Stable for any finite logits: the maximum is subtracted before ``exp`` (logits of 1e4 at
@@ -16,7 +18,7 @@ def softmax_with_temperature(logits: Tensor, temperature: float = 1.0, dim: int 
 
     Args:
         logits: floating-point scores, any shape.
-        temperature: positive finite number.
+        temperature: positive finite number, or a 0-d floating-point tensor (differentiable).
         dim: the dimension that sums to one.
 
     Returns:
@@ -31,8 +33,10 @@ def softmax_with_temperature(logits: Tensor, temperature: float = 1.0, dim: int 
             or a ``dim`` out of range.
     """
     check_float_tensor(logits, "logits")
-    temperature = check_temperature(temperature)
+    temperature = check_temperature(temperature, allow_tensor=True)
     if not -logits.dim() <= dim < max(logits.dim(), 1):
         raise ValueError(f"dim must be in [{-logits.dim()}, {logits.dim()}), got {dim}")
     dtype = torch.promote_types(logits.dtype, torch.float32)
+    if isinstance(temperature, Tensor):
+        temperature = temperature.to(device=logits.device, dtype=dtype)
     return torch.softmax(logits.to(dtype) / temperature, dim=dim)

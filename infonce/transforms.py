@@ -15,11 +15,11 @@ from PIL import Image
 from torch import Tensor
 from torchvision import transforms as T
 
+from infonce._checks import check_int
+
 
 def _check_size(size: int) -> int:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be an integer >= 1, got {size!r}")
-    return size
+    return check_int(size, "size")
 
 
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> T.Normalize:

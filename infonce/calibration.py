@@ -1,0 +1,148 @@
+"""Calibration with one temperature (Guo et al., 2017), and the expected calibration error."""
+
+import math
+import warnings
+
+import torch
+from torch import Tensor, nn
+
+from infonce._checks import check_float_tensor, check_int
+
+
+def _check_labels(labels: Tensor, N: int, C: int, name: str = "labels") -> Tensor:
+    if not isinstance(labels, Tensor) or labels.shape != (N,) or labels.dtype != torch.int64:
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        dtype = labels.dtype if isinstance(labels, Tensor) else ""
+        raise ValueError(f"{name} must be an ({N},) int64 tensor, got {shape} {dtype}")
+    if N and (int(labels.min()) < 0 or int(labels.max()) >= C):
+        raise ValueError(f"{name} must lie in [0, {C}), got values from {int(labels.min())} "
+                         f"to {int(labels.max())}")  # fmt: skip
+    return labels
+
+
+def _check_logits(logits: Tensor, name: str = "logits") -> tuple[int, int]:
+    check_float_tensor(logits, name, ndim=2)
+    N, C = logits.shape
+    if N < 1 or C < 2:
+        raise ValueError(f"{name} must be (N, C) with N >= 1 and C >= 2, got {(N, C)}")
+    return N, C
+
+
+class TemperatureScaler(nn.Module):
+    """Temperature scaling: one ``T`` that divides a classifier's logits to calibrate them.
+
+    :meth:`fit` finds the ``T`` minimising the negative log-likelihood of held-out logits
+    (Guo et al., 2017). The NLL is convex in ``1 / T``, so a safeguarded Newton search in
+    float64 finds the global minimum to ``1e-10`` relative (no learning rate, no
+    iterations to tune). Dividing by ``T`` leaves every argmax, hence the accuracy, unchanged.
+    Unlike scalers fitted on probabilities, this one takes logits, as the softmax of every
+    function in :mod:`infonce` does.
+
+    Shape:
+        fit: logits (N, C) float, labels (N,) int64; call: logits (*, C) -> (*, C) float32
+        (float64 for float64 logits).
+
+    Raises:
+        ValueError: from :meth:`fit` on logits that are not (N, C) floating point with C >= 2,
+            labels not (N,) int64 in [0, C), or non-finite logits.
+
+    Examples:
+        >>> scaler = TemperatureScaler().fit(val_logits, val_labels)
+        >>> probs = torch.softmax(scaler(test_logits), dim=1)
+        >>> scaler.temperature
+        1.83
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("inverse_temperature", torch.ones((), dtype=torch.float64))  # ()
+
+    @property
+    def temperature(self) -> float:
+        """The fitted ``T`` (1.0 before :meth:`fit`)."""
+        return 1.0 / float(self.inverse_temperature)
+
+    @torch.no_grad()
+    def fit(
+        self, logits: Tensor, labels: Tensor, max_temperature: float = 100.0
+    ) -> "TemperatureScaler":
+        """Set ``T`` to the minimiser of ``NLL(logits / T, labels)`` over ``[1 / max, max]``.
+
+        On data the logits already separate perfectly the NLL keeps falling as ``T -> 0``;
+        the bound is then returned with a warning.
+        """
+        N, C = _check_logits(logits)
+        _check_labels(labels, N, C)
+        z = logits.detach().to(torch.float64)
+        if not torch.isfinite(z).all():
+            raise ValueError("logits must be finite to fit a temperature")
+        true = z.gather(1, labels.to(z.device)[:, None])[:, 0]  # (N,)
+
+        def slope_and_curvature(beta: float) -> tuple[float, float]:
+            p = torch.softmax(beta * z, dim=1)  # (N, C)
+            mean = (p * z).sum(dim=1)  # (N,) E_p[z]
+            var = (p * z * z).sum(dim=1) - mean**2  # (N,) Var_p[z] >= 0
+            return float((mean - true).mean()), float(var.clamp_min(0).mean())
+
+        low, high = 1.0 / max_temperature, max_temperature  # the bracket on beta = 1/T
+        if slope_and_curvature(low)[0] >= 0:  # NLL rising from the smallest beta on
+            beta = low
+        elif slope_and_curvature(high)[0] <= 0:
+            warnings.warn(f"NLL still falls at T = 1/{high:g}: returning that bound", stacklevel=2)
+            beta = high
+        else:
+            beta = 1.0
+            for _ in range(200):  # Newton inside the bracket, else bisection (in log beta)
+                slope, curvature = slope_and_curvature(beta)
+                if abs(slope) < 1e-13 or high - low <= 1e-12 * high:
+                    break
+                if slope > 0:
+                    high = beta
+                else:
+                    low = beta
+                step = beta - slope / curvature if curvature > 0 else math.nan
+                beta = step if low <= step <= high else math.sqrt(low * high)
+        self.inverse_temperature.fill_(beta)
+        return self
+
+    def forward(self, logits: Tensor) -> Tensor:
+        check_float_tensor(logits, "logits")
+        dtype = torch.promote_types(logits.dtype, torch.float32)
+        return logits.to(dtype) * self.inverse_temperature.to(device=logits.device, dtype=dtype)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature:.4g}"
+
+
+def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Tensor:
+    """Expected calibration error of the top-1 prediction, with ``n_bins`` equal-width bins.
+
+    ``ECE = sum_b |B_b| / N * |accuracy(B_b) - confidence(B_b)|``, where the confidence of a
+    prediction is its largest probability. Binned exactly as torchmetrics'
+    ``CalibrationError(task="multiclass", norm="l1")``: bin ``b`` holds confidences in
+    ``[b / n, (b + 1) / n)`` and a confidence of exactly 1 forms a bin of its own.
+
+    Args:
+        probs: class probabilities, each row summing to 1 (e.g. ``softmax(logits / T)``).
+        labels: the true classes.
+        n_bins: number of bins (>= 1); 15 as Guo et al.
+
+    Returns:
+        ECE in [0, 1], a 0-d float tensor.
+
+    Shape:
+        probs (N, C), labels (N,) int64; output ().
+
+    Raises:
+        ValueError: probs not (N, C) floating point with N >= 1 and C >= 2, labels not (N,)
+            int64 in [0, C), n_bins < 1.
+    """
+    N, C = _check_logits(probs, "probs")
+    _check_labels(labels, N, C)
+    check_int(n_bins, "n_bins")
+    confidence, prediction = probs.detach().float().max(dim=1)  # (N,), (N,)
+    correct = (prediction == labels.to(probs.device)).float()  # (N,)
+    edges = torch.linspace(0, 1, n_bins + 1, device=probs.device)  # (n_bins + 1,)
+    bins = torch.bucketize(confidence, edges, right=True) - 1  # (N,) in [0, n_bins]
+    gap = torch.zeros(n_bins + 1, device=probs.device).scatter_add_(0, bins, correct - confidence)
+    return gap.abs().sum() / N

@@ -1,0 +1,185 @@
+"""SimCLR's NT-Xent and supervised contrastive (SupCon) losses: InfoNCE within a batch.
+
+Same conventions as :func:`infonce.info_nce`: L2-normalised features by default, logits and
+log-sum-exp in float32 (float64 for float64 inputs) with autocast off, ``temperature`` a
+positive number or a 0-d tensor that receives its gradient, ``reduction`` mean | sum | none.
+With ``chunk_size``, anchors are processed that many rows at a time under activation
+checkpointing, so the (M, M) similarity matrix of M = 2N (or N x views) embeddings is never
+held whole: peak memory O(chunk_size x M) instead of O(M^2), for one more matrix product in
+backward.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from infonce._checks import (
+    check_float_tensor,
+    check_int,
+    check_reduction,
+    check_temperature,
+    reduce_loss,
+)
+
+
+def nt_xent(
+    z1: Tensor,
+    z2: Tensor,
+    temperature: float | Tensor = 0.5,
+    reduction: str = "mean",
+    normalize: bool = True,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """NT-Xent (Chen et al., 2020, SimCLR): each of the 2N views against the 2N - 1 others.
+
+    With ``z = cat(z1, z2)`` and ``s_ij = z_i . z_j / T``, view ``i``'s loss is
+    ``-log exp(s_ip) / sum_{j != i} exp(s_ij)``, ``p`` its other view: the positive against
+    the other 2N - 2 views as negatives. ``mean`` averages the 2N losses (SimCLR's
+    ``1/2N sum_k [l(2k-1, 2k) + l(2k, 2k-1)]``).
+
+    Args:
+        z1, z2: the two views' embeddings; row ``i`` of each is the same sample.
+        temperature: positive finite ``T`` (SimCLR: 0.5 at batch 256, 0.1 for large batches).
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per view, ``z1``'s rows first).
+        normalize: L2-normalise the embeddings first (cosine similarity, as SimCLR).
+        chunk_size: anchors per checkpointed chunk (None: all at once), see the module.
+
+    Returns:
+        The loss, float32 (float64 for float64 inputs): () or (2N,) for ``"none"``.
+
+    Shape:
+        z1 (N, D), z2 (N, D); output () or (2N,).
+
+    Raises:
+        ValueError: non-floating or mismatched inputs (with their shapes), N < 1, a bad
+            temperature, reduction or chunk_size.
+
+    Examples:
+        >>> loss = nt_xent(torch.randn(256, 128), torch.randn(256, 128), temperature=0.5)
+    """
+    check_float_tensor(z1, "z1", ndim=2)
+    check_float_tensor(z2, "z2", ndim=2)
+    if z1.shape != z2.shape or z1.shape[0] < 1:
+        raise ValueError(
+            f"z1 and z2 must be non-empty and of one shape (N, D), got {tuple(z1.shape)} "
+            f"and {tuple(z2.shape)}"
+        )
+    reduction = check_reduction(reduction)
+    sample = torch.arange(z1.shape[0], device=z1.device).repeat(2)  # (2N,) views of one sample
+    loss = _contrast(torch.cat([z1, z2]), sample, temperature, normalize, chunk_size)  # (2N,)
+    return reduce_loss(loss, reduction)
+
+
+def supcon(
+    features: Tensor,
+    labels: Tensor | None = None,
+    temperature: float | Tensor = 0.1,
+    reduction: str = "mean",
+    normalize: bool = True,
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Supervised contrastive loss (Khosla et al., 2020, ``L^sup_out``, their eq. 2).
+
+    Every view of every sample is an anchor ``a``; its positives ``P(a)`` are the other views
+    with its label; its softmax runs over all other views ``A(a)``:
+    ``l(a) = -1/|P(a)| sum_{p in P(a)} log(exp(z_a.z_p / T) / sum_{j in A(a)} exp(z_a.z_j / T))``.
+    Without labels every sample is its own class (SimCLR's case): with 2 views that is exactly
+    :func:`nt_xent`. Unlike the reference code there is no ``T / base_temperature`` factor
+    on the loss. An anchor without positives (a label seen once, with one view) has no term:
+    its loss is 0 and ``mean`` averages over the anchors that have positives (0 when none has).
+
+    Args:
+        features: embeddings of ``views`` augmentations of each of N samples.
+        labels: the class of each sample, or None (each sample its own class).
+        temperature: positive finite ``T`` (0.1 in the paper).
+        reduction: ``"mean"`` | ``"sum"`` | ``"none"`` (per anchor, shape (N, views)).
+        normalize: L2-normalise the embeddings first.
+        chunk_size: anchors per checkpointed chunk (None: all at once), see the module.
+
+    Returns:
+        The loss, float32 (float64 for float64 inputs): () or (N, views) for ``"none"``.
+
+    Shape:
+        features (N, views, D), labels (N,) integer or None; output () or (N, views).
+
+    Raises:
+        ValueError: features not (N, views, D) floating point with N, views, D >= 1, labels
+            not an (N,) integer tensor, a bad temperature, reduction or chunk_size.
+
+    Examples:
+        >>> features = torch.randn(128, 2, 64)  # 2 views of 128 images
+        >>> loss = supcon(features, torch.randint(0, 10, (128,)))
+    """
+    check_float_tensor(features, "features", ndim=3)
+    N, V, D = features.shape
+    if min(N, V, D) < 1:
+        raise ValueError(f"features must be (N, views, D) with all >= 1, got {(N, V, D)}")
+    if labels is None:
+        labels = torch.arange(N, device=features.device)
+    elif (
+        not isinstance(labels, Tensor)
+        or labels.shape != (N,)
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+    ):
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be an ({N},) integer tensor, got {shape}")
+    reduction = check_reduction(reduction)
+    labels = labels.to(features.device)
+    anchor_labels = labels.repeat_interleave(V)  # (N*V,) sample-major, as features.reshape
+    loss = _contrast(
+        features.reshape(N * V, D), anchor_labels, temperature, normalize, chunk_size
+    )  # fmt: skip  (N*V,)
+    if reduction == "none":
+        return loss.view(N, V)
+    if reduction == "sum":
+        return loss.sum()
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    anchors_with_positives = V * (counts[inverse] * V > 1).sum()  # views of a label: count*V
+    return loss.sum() / anchors_with_positives.clamp_min(1)
+
+
+def _contrast(
+    z: Tensor, group: Tensor, temperature, normalize: bool, chunk_size: int | None
+) -> Tensor:
+    """Per-anchor ``-mean_{p in P(a)} log softmax_{j != a}(z_a . z_j / T)_p``, P(a) the
+    other rows of the anchor's ``group``; 0 where P(a) is empty.
+
+    Shape: z (M, D), group (M,) integer; output (M,).
+    """
+    temperature = check_temperature(temperature, allow_tensor=True)
+    if chunk_size is not None:
+        check_int(chunk_size, "chunk_size")
+    M = z.shape[0]
+    dtype = torch.promote_types(z.dtype, torch.float32)
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        if isinstance(temperature, Tensor):
+            temperature = temperature.to(device=z.device, dtype=dtype)
+        z = z.to(dtype)
+        z = F.normalize(z, dim=1) if normalize else z
+        step = M if chunk_size is None else chunk_size
+        parts = []
+        for start in range(0, M, step):
+            rows = torch.arange(start, min(start + step, M), device=z.device)  # (C,)
+            if chunk_size is None or not torch.is_grad_enabled():
+                parts.append(_anchor_rows(z, rows, group, temperature))
+            else:  # the (C, M) logits are recomputed in backward instead of kept
+                parts.append(checkpoint(_anchor_rows, z, rows, group, temperature,
+                                        use_reentrant=False))  # fmt: skip
+        return torch.cat(parts)
+
+
+def _anchor_rows(z: Tensor, rows: Tensor, group: Tensor, temperature) -> Tensor:
+    """The loss of anchors ``rows`` (C,): z (M, D), group (M,) -> (C,)."""
+    logits = z[rows] @ z.T / temperature  # (C, M)
+    self_mask = rows[:, None] == torch.arange(z.shape[0], device=z.device)  # (C, M): j == a
+    same = group[rows][:, None] == group  # (C, M)
+    logits = logits.masked_fill(self_mask, -torch.inf)  # A(a): every view but a itself
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (C, M)
+    positive = same & ~self_mask  # (C, M) P(a)
+    count = positive.sum(dim=1)  # (C,)
+    # where(): log_prob is -inf on the diagonal, and -inf * 0 would be nan
+    total = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)  # (C,)
+    return -total / count.clamp_min(1)

@@ -1,0 +1,146 @@
+"""nt_xent and supcon against loops written from the papers' formulas, in float64."""
+
+import math
+
+import pytest
+import torch
+
+from infonce import nt_xent, supcon
+
+
+def _unit(v):
+    return v / v.norm()
+
+
+def reference_supcon(features, labels, T):
+    """Khosla et al. eq. 2, a loop over anchors; anchors without positives are left out."""
+    N, V, _ = features.shape
+    views = [(_unit(features[n, v]), int(labels[n])) for n in range(N) for v in range(V)]
+    losses, per_anchor = [], []
+    for a, (za, ya) in enumerate(views):
+        others = [j for j in range(len(views)) if j != a]
+        denom = sum(math.exp(float(za @ views[j][0]) / T) for j in others)
+        positives = [j for j in others if views[j][1] == ya]
+        if not positives:
+            per_anchor.append(0.0)
+            continue
+        terms = [math.log(math.exp(float(za @ views[p][0]) / T) / denom) for p in positives]
+        per_anchor.append(-sum(terms) / len(positives))
+        losses.append(per_anchor[-1])
+    mean = sum(losses) / len(losses) if losses else 0.0
+    return mean, torch.tensor(per_anchor, dtype=torch.float64).view(N, V)
+
+
+def reference_nt_xent(z1, z2, T):
+    """SimCLR's l(i, j) = -log exp(s_ij/T) / sum_{k != i} exp(s_ik/T), over all 2N views."""
+    z = [_unit(v) for v in torch.cat([z1, z2])]
+    N = z1.shape[0]
+    losses = []
+    for i in range(2 * N):
+        j = (i + N) % (2 * N)
+        denom = sum(math.exp(float(z[i] @ z[k]) / T) for k in range(2 * N) if k != i)
+        losses.append(-math.log(math.exp(float(z[i] @ z[j]) / T) / denom))
+    return torch.tensor(losses, dtype=torch.float64)
+
+
+def _views(N=6, V=2, D=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(N, V, D, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 5, 100])
+def test_nt_xent_equals_the_simclr_loop_in_float64(chunk_size):
+    f = _views()
+    z1, z2 = f[:, 0], f[:, 1]
+    expected = reference_nt_xent(z1, z2, 0.5)
+    loss = nt_xent(z1, z2, 0.5, reduction="none", chunk_size=chunk_size)
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+    assert nt_xent(z1, z2, 0.5).item() == pytest.approx(expected.mean().item(), rel=1e-12)
+    assert nt_xent(z1, z2, 0.5, reduction="sum").item() == pytest.approx(expected.sum().item())
+
+
+@pytest.mark.parametrize("V", [1, 2, 3])
+@pytest.mark.parametrize("chunk_size", [None, 4])
+def test_supcon_equals_the_papers_loop_with_repeated_labels(V, chunk_size):
+    f = _views(N=7, V=V)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 3])  # class 2 and 3 once: no positive when V = 1
+    mean, per_anchor = reference_supcon(f, labels, 0.1)
+    assert supcon(f, labels, 0.1, chunk_size=chunk_size).item() == pytest.approx(mean, rel=1e-11)
+    torch.testing.assert_close(
+        supcon(f, labels, 0.1, reduction="none", chunk_size=chunk_size), per_anchor,
+        rtol=1e-11, atol=1e-12,
+    )  # fmt: skip
+
+
+def test_supcon_with_unique_labels_is_exactly_nt_xent():
+    f = _views(N=8)
+    torch.testing.assert_close(
+        supcon(f, None, 0.3), nt_xent(f[:, 0], f[:, 1], 0.3), rtol=1e-14, atol=0
+    )
+    torch.testing.assert_close(
+        supcon(f, torch.arange(8) * 3, 0.3), nt_xent(f[:, 0], f[:, 1], 0.3), rtol=1e-14, atol=0
+    )
+
+
+def test_supcon_is_safe_for_anchors_without_positives():
+    f = _views(N=4, V=1).requires_grad_()
+    loss = supcon(f, torch.tensor([0, 1, 2, 3]))  # one view, unique labels: nothing to pull
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(f.grad, torch.zeros_like(f))
+    loss = supcon(f, torch.tensor([0, 0, 1, 2]), reduction="none")  # only two anchors count
+    assert torch.isfinite(loss).all() and loss[2:].eq(0).all() and loss[:2].gt(0).all()
+
+
+@pytest.mark.parametrize("fn", ["nt_xent", "supcon"])
+def test_gradcheck_for_features_and_a_tensor_temperature(fn):
+    f = _views(N=4, V=2, D=3).requires_grad_()
+    T = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 1, 0, 1])
+    call = {
+        "nt_xent": lambda f, T: nt_xent(f[:, 0], f[:, 1], T, reduction="none", chunk_size=3),
+        "supcon": lambda f, T: supcon(f, labels, T, reduction="none", chunk_size=3),
+    }[fn]
+    assert torch.autograd.gradcheck(call, (f, T))
+
+
+def test_chunked_gradients_equal_the_unchunked_ones():
+    f = _views(N=16, V=2, D=8).float().requires_grad_()
+    labels = torch.arange(16) % 5
+    (full,) = torch.autograd.grad(supcon(f, labels, 0.1), f)
+    (chunked,) = torch.autograd.grad(supcon(f, labels, 0.1, chunk_size=7), f)
+    torch.testing.assert_close(chunked, full, rtol=1e-5, atol=1e-7)
+
+
+def test_loss_is_float32_under_bfloat16_autocast():
+    f = _views(N=8).float()
+    expected = nt_xent(f[:, 0], f[:, 1], 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nt_xent(f[:, 0].bfloat16(), f[:, 1].bfloat16(), 0.1)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(expected.item(), rel=2e-2)
+
+
+Z, Z5, F3 = torch.randn(4, 3), torch.randn(5, 3), torch.randn(4, 2, 3)
+
+
+@pytest.mark.parametrize(
+    "fn, args, kwargs, match",
+    [
+        (nt_xent, (Z, Z5), {}, r"z1 and z2 must be .* \(4, 3\) and \(5, 3\)"),
+        (nt_xent, (Z, Z, 0.0), {}, "temperature must be a positive"),
+        (nt_xent, (Z, Z), {"chunk_size": 0}, "chunk_size must be an integer >= 1, got 0"),
+        (supcon, (Z,), {}, r"features must have 3 dimensions, got shape \(4, 3\)"),
+        (
+            supcon,
+            (F3, torch.zeros(5, dtype=torch.long)),
+            {},
+            r"an \(4,\) integer tensor, got \(5,\)",
+        ),
+        (supcon, (F3, torch.zeros(4)), {}, r"labels must be an \(4,\) integer tensor"),
+        (supcon, (F3,), {"reduction": "avg"}, "reduction must be one of"),
+    ],
+)
+def test_bad_inputs_are_value_errors_naming_them(fn, args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        fn(*args, **kwargs)

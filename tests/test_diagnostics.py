@@ -1,0 +1,95 @@
+"""Alignment, uniformity, contrastive entropy and hardest-negative similarity vs loops."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from infonce import alignment, contrastive_entropy, hardest_negative_similarity, uniformity
+
+
+def _unit(N, D=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(N, D, generator=g, dtype=torch.float64), dim=1)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 2.0, 3.0])
+def test_alignment_equals_the_mean_distance_to_the_alpha(alpha):
+    x, y = _unit(7), _unit(7, seed=1)
+    expected = sum(float((x[i] - y[i]).norm()) ** alpha for i in range(7)) / 7
+    assert alignment(x, y, alpha).item() == pytest.approx(expected, rel=1e-12)
+    assert alignment(x, x).item() == 0.0
+    assert alignment(x, -x).item() == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("t", [0.5, 2.0])
+def test_uniformity_equals_wang_and_isolas_formula_and_a_pair_loop(t):
+    x = _unit(9)
+    pairs = [(i, j) for i in range(9) for j in range(i + 1, 9)]
+    loop = math.log(sum(math.exp(-t * float((x[i] - x[j]).norm()) ** 2) for i, j in pairs) / 36)
+    theirs = torch.pdist(x, p=2).pow(2).mul(-t).exp().mean().log()  # their paper's code
+    assert uniformity(x, t).item() == pytest.approx(loop, rel=1e-12)
+    assert uniformity(x, t).item() == pytest.approx(theirs.item(), rel=1e-12)
+
+
+def test_uniformity_stays_finite_where_exp_then_log_underflows():
+    x = _unit(6).float() * 1e3  # squared distances ~1e6: exp(-2e6) is 0 in float32
+    assert torch.isfinite(uniformity(x))
+
+
+def test_uniformity_is_zero_for_a_collapsed_embedding_and_lower_when_spread():
+    collapsed = _unit(1).expand(10, -1)
+    assert uniformity(collapsed).item() == pytest.approx(0.0, abs=1e-12)
+    assert uniformity(_unit(500)).item() < -2.0
+
+
+@pytest.mark.parametrize("form", ["shared", "in_batch"])
+def test_contrastive_entropy_equals_a_softmax_loop(form):
+    q, k, n = _unit(5), _unit(5, seed=1), _unit(8, seed=2)
+    negatives = n if form == "shared" else None
+    T, total = 0.2, 0.0
+    for i in range(5):
+        others = list(n) if form == "shared" else [k[j] for j in range(5) if j != i]
+        logits = [float(q[i] @ k[i]) / T] + [float(q[i] @ v) / T for v in others]
+        z = sum(math.exp(s) for s in logits)
+        total += -sum(math.exp(s) / z * (s - math.log(z)) for s in logits)
+    assert contrastive_entropy(q, k, negatives, T).item() == pytest.approx(total / 5, rel=1e-12)
+
+
+def test_contrastive_entropy_spans_zero_to_log_one_plus_k():
+    q, n = _unit(4), _unit(63, seed=3)
+    assert contrastive_entropy(q, q, n, 1e6).item() == pytest.approx(math.log(64), rel=1e-6)
+    assert contrastive_entropy(q, q, n, 1e-3).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_hardest_negative_similarity_is_the_mean_top_k_cosine():
+    q, n = _unit(4), _unit(20, seed=4)
+    sims = [sorted((float(q[i] @ v) for v in n), reverse=True) for i in range(4)]
+    for top_k in (1, 3):
+        expected = sum(sum(s[:top_k]) / top_k for s in sims) / 4
+        assert hardest_negative_similarity(q, n * 5.0, top_k).item() == pytest.approx(expected)
+
+
+def test_gradcheck_of_each_diagnostic():
+    x, y, n = (_unit(5, D=3, seed=s).requires_grad_() for s in range(3))
+    assert torch.autograd.gradcheck(lambda x, y: alignment(x, y), (x, y))
+    assert torch.autograd.gradcheck(lambda x: uniformity(x), (x,))
+    assert torch.autograd.gradcheck(lambda x, y, n: contrastive_entropy(x, y, n, 0.5), (x, y, n))
+    assert torch.autograd.gradcheck(lambda x, n: hardest_negative_similarity(x, n, 2), (x, n))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: alignment(_unit(3), _unit(4)), r"x and y must be one \(N, D\) shape"),
+        (lambda: alignment(_unit(3), _unit(3), 0.0), "alpha must be > 0"),
+        (lambda: uniformity(_unit(1)), "x needs N >= 2 rows"),
+        (lambda: uniformity(_unit(3), -1.0), "t must be > 0"),
+        (lambda: hardest_negative_similarity(_unit(3), _unit(2), 3), "top_k must be <= K = 2"),
+        (lambda: hardest_negative_similarity(_unit(3), _unit(2, D=5)), r"negatives must have"),
+    ],
+)
+def test_bad_inputs_are_value_errors_naming_them(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

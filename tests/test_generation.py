@@ -1,0 +1,100 @@
+"""sample_with_temperature: argmax at T = 0, frequencies by chi-square, top-k/top-p sets."""
+
+import pytest
+import torch
+
+from infonce import sample_with_temperature, softmax_with_temperature
+
+# chi-square 0.999 quantiles (scipy.stats.chi2.ppf(0.999, df)): a correct sampler fails one
+# run in 1,000 per test, and the seeds are fixed, so the outcome is the same every run
+CHI2_999 = {1: 10.828, 2: 13.816, 3: 16.266, 4: 18.467, 5: 20.515}
+
+
+def _chi_square(draws, probs):
+    counts = torch.bincount(draws, minlength=probs.numel()).double()
+    expected = probs.double() * draws.numel()
+    keep = expected > 0
+    assert counts[~keep].sum() == 0  # nothing drawn where the probability is 0
+    return float(((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum()), int(keep.sum())
+
+
+def test_zero_temperature_is_argmax_with_the_first_on_ties():
+    logits = torch.tensor([[1.0, 5.0, 5.0, 2.0], [9.0, 0.0, 1.0, 2.0]])
+    assert sample_with_temperature(logits, 0.0).tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("T", [0.5, 1.0, 3.0])
+def test_frequencies_follow_softmax_with_temperature_by_chi_square(T):
+    logits = torch.tensor([1.0, 2.0, 0.5, 3.0, 2.5, 0.0])
+    n = 200_000
+    g = torch.Generator().manual_seed(0)
+    draws = sample_with_temperature(logits.expand(n, -1), T, generator=g)  # (n,)
+    stat, cells = _chi_square(draws, softmax_with_temperature(logits, T))
+    assert stat < CHI2_999[cells - 1]
+
+
+def test_top_k_keeps_exactly_the_k_largest_and_renormalises():
+    logits = torch.tensor([1.0, 4.0, 2.0, 3.5, 0.0, 3.9])
+    n = 100_000
+    draws = sample_with_temperature(logits.expand(n, -1), 1.0, top_k=3,
+                                    generator=torch.Generator().manual_seed(1))  # fmt: skip
+    assert set(draws.unique().tolist()) == {1, 3, 5}
+    probs = torch.softmax(
+        logits.masked_fill(torch.tensor([1, 0, 1, 0, 1, 0]).bool(), -torch.inf), 0
+    )
+    stat, cells = _chi_square(draws, probs)
+    assert stat < CHI2_999[cells - 1]
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15])
+    logits = probs.log()
+    n = 100_000
+    # sorted: 0.4, 0.3, 0.15, 0.1, 0.05; p = 0.7 is reached by {0.4, 0.3}; p = 0.71 needs 0.15
+    for p, kept in ((0.7, {1, 3}), (0.71, {1, 3, 4}), (0.3, {1}), (1.0, {0, 1, 2, 3, 4})):
+        g = torch.Generator().manual_seed(2)
+        draws = sample_with_temperature(logits.expand(n, -1), 1.0, top_p=p, generator=g)
+        assert set(draws.unique().tolist()) == kept, p
+        mask = torch.tensor([i not in kept for i in range(5)])
+        stat, cells = _chi_square(draws, torch.softmax(logits.masked_fill(mask, -torch.inf), 0))
+        if cells > 1:
+            assert stat < CHI2_999[cells - 1]
+
+
+def test_top_p_applies_after_top_k_and_temperature():
+    logits = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    # T = 0.5 -> probabilities over the top-3 {1, 2, 3}: softmax([2, 4, 6]) = .016 .117 .867
+    draws = sample_with_temperature(logits.expand(20_000, -1), 0.5, top_k=3, top_p=0.9,
+                                    generator=torch.Generator().manual_seed(3))  # fmt: skip
+    assert set(draws.unique().tolist()) == {2, 3}
+
+
+def test_draws_are_reproducible_with_a_generator_and_keep_leading_dims():
+    logits = torch.randn(2, 3, 50)
+    a = sample_with_temperature(logits, 1.0, generator=torch.Generator().manual_seed(7))
+    b = sample_with_temperature(logits, 1.0, generator=torch.Generator().manual_seed(7))
+    assert a.shape == (2, 3) and a.dtype == torch.int64 and torch.equal(a, b)
+
+
+def test_minus_inf_logits_are_never_drawn():
+    logits = torch.tensor([0.0, -torch.inf, 0.0])
+    draws = sample_with_temperature(logits.expand(1000, -1), 5.0,
+                                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    assert 1 not in draws.tolist()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
+        ({"top_k": 0}, "top_k must be an integer >= 1"),
+        ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
+        ({"top_p": 1.5}, r"top_p must be a number in \[0, 1\]"),
+        ({"logits": torch.full((2, 3), -torch.inf)}, "at least one finite entry per row"),
+        ({"logits": torch.ones(2, 3, dtype=torch.long)}, "logits must be a floating-point"),
+    ],
+)
+def test_bad_arguments_are_value_errors_naming_them(kwargs, match):
+    kwargs = {"logits": torch.randn(2, 3), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sample_with_temperature(**kwargs)
