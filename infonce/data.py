@@ -320,6 +320,32 @@ class ImageDataModule(L.LightningDataModule):
             generator=torch.Generator(),
         )
 
+    def fixed_views(self, num_images: int) -> tuple[Tensor, Tensor]:
+        """Two MoCo v2 views of the split's first ``num_images`` training images, the same at
+        every call (seeded by ``seed``, not by the global RNG): a fixed batch for diagnostics.
+
+        Shape:
+            two (B, 3, S, S) float32, B = min(num_images, training images), on the device the
+            resident data lives on (else the CPU).
+
+        Raises:
+            ValueError: ``augmentation`` is not ``moco_v2`` (there is one view), or
+                ``num_images`` < 1.
+        """
+        check_int(num_images, "num_images")
+        if self.augmentation != "moco_v2":
+            raise ValueError(
+                f"fixed_views needs augmentation: moco_v2 (two views), got {self.augmentation!r}"
+            )
+        self._resolve_stats()
+        data = self._split(train=True, transform=self._train_transform())
+        keys = [(i, self.seed * 1_000_003 + i) for i in range(min(num_images, len(data)))]
+        if self.resident:  # one batch, augmented with a generator seeded by the first key
+            (x1, x2), _ = data.__getitems__(keys)
+            return x1, x2
+        views = [data[key][0] for key in keys]  # per image ((3, S, S), (3, S, S))
+        return torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
+
     def _eval_split(self, train: bool) -> Dataset:
         self._resolve_stats()
         return self._split(train=train, transform=self._eval_transform())

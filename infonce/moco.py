@@ -16,8 +16,14 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from infonce._checks import check_temperature
+from infonce._checks import check_int, check_temperature
 from infonce.backbones import build_backbone
+from infonce.diagnostics import (
+    alignment,
+    contrastive_entropy,
+    hardest_negative_similarity,
+    uniformity,
+)
 from infonce.distributed import single_process_gather
 from infonce.info_nce import info_nce_stats
 from infonce.knn import sharded_knn_accuracy
@@ -31,6 +37,7 @@ from infonce.shuffle_bn import (
     encode_shuffled_across_ranks,
     key_permutation,
 )
+from infonce.temperature import LearnableTemperature
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -74,7 +81,10 @@ class MoCo(L.LightningModule):
         head: ``linear`` (MoCo v1) or ``mlp`` (v2).
         feature_dim: output dimension of the head, the dimension of the queue.
         hidden_dim: hidden width of the MLP head (default: the backbone's width).
-        temperature: ``T`` of InfoNCE.
+        temperature: ``T`` of InfoNCE; with ``learnable_temperature`` its initial value.
+        learnable_temperature: train ``T`` with the encoder (:class:`LearnableTemperature`:
+            ``log(1/T)`` clamped to ``T`` in [0.01, 1], no weight decay, the same learning rate
+            schedule; CLIP's recipe), logged as ``train/temperature``.
         queue_size: ``K``, the number of negatives kept.
         queue_init: ``empty`` (the first step uses the other keys of the batch as negatives,
             then the queue fills) or ``random``: K random unit vectors, as the MoCo code does.
@@ -91,6 +101,12 @@ class MoCo(L.LightningModule):
         knn_k, knn_temperature: the weighted kNN monitor (200 and 0.1 in the MoCo demo).
         knn_feature: the feature the kNN monitor compares: ``backbone`` (before the head) or
             ``head`` (the encoder's output, as the MoCo CIFAR demo does).
+        diagnostics_images: at every validation, the diagnostics of :mod:`infonce.diagnostics`
+            on two fixed views of this many training images (the datamodule's
+            ``fixed_views``): ``val/alignment``, ``val/uniformity`` (of the queries),
+            ``val/entropy`` (of the positive-vs-queue softmax at ``T``) and
+            ``val/hardest_negative`` (mean cosine of each query's nearest queue entry).
+            0 turns them off.
         seed: seeds the per-step key shuffle (a pure function of seed and step, so resuming is
             exact).
         channels_last: keep convolution weights and inputs in NHWC, the layout oneDNN (CPU)
@@ -111,7 +127,8 @@ class MoCo(L.LightningModule):
     Logged: ``train/loss``, ``train/acc`` ((K+1)-way top-1 of the positive), ``train/pos_logit``,
     ``train/neg_logit`` (means of the logits, i.e. similarity / T), ``train/lr``,
     ``train/momentum``, ``train/queue_filled``, ``train/images_per_s`` (all devices, wall clock
-    between batch ends, so data loading counts) and ``val/knn_top1`` in percent.
+    between batch ends, so data loading counts), ``train/temperature`` when it is learned,
+    ``val/knn_top1`` in percent and the diagnostics above.
     """
 
     def __init__(
@@ -124,6 +141,7 @@ class MoCo(L.LightningModule):
         feature_dim: int = 128,
         hidden_dim: int | None = None,
         temperature: float = 0.07,
+        learnable_temperature: bool = False,
         queue_size: int = 65536,
         queue_init: Literal["empty", "random"] = "empty",
         momentum: float = 0.999,
@@ -137,6 +155,7 @@ class MoCo(L.LightningModule):
         knn_k: int = 200,
         knn_temperature: float = 0.1,
         knn_feature: Literal["backbone", "head"] = "backbone",
+        diagnostics_images: int = 256,
         seed: int = 0,
         channels_last: bool = True,
         compile: bool = False,
@@ -167,8 +186,8 @@ class MoCo(L.LightningModule):
                 f"momentum_schedule must be 'constant' or 'cosine', got {momentum_schedule!r}"
             )
         for name in ("feature_dim", "queue_size", "knn_k"):
-            if getattr(self.hparams, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self.hparams, name)}")
+            check_int(getattr(self.hparams, name), name)
+        check_int(diagnostics_images, "diagnostics_images", minimum=0)
         for name, value, ok in (
             ("lr", lr, lr > 0),
             ("weight_decay", weight_decay, weight_decay >= 0),
@@ -183,6 +202,12 @@ class MoCo(L.LightningModule):
         for p in self.momentum_encoder.parameters():
             p.requires_grad_(False)
         self.queue = MemoryQueue(queue_size, feature_dim)
+        self.temperature = None
+        if learnable_temperature:
+            try:
+                self.temperature = LearnableTemperature(temperature)
+            except ValueError as error:  # said with this module's argument name
+                raise ValueError(f"temperature to be learned: {error}") from None
         if queue_init == "random":  # the same on every rank: seeded
             noise = torch.randn(
                 queue_size, feature_dim, generator=torch.Generator().manual_seed(seed)
@@ -200,6 +225,7 @@ class MoCo(L.LightningModule):
         self._last_batch_end: float | None = None  # for the images/s readout
         self._skipped_steps = 0
         self._saved_schedule_steps: int | None = None  # of a resumed checkpoint, if any
+        self._fixed_views: tuple[Tensor, Tensor] | None = None  # for the diagnostics
 
     def setup(self, stage: str) -> None:
         """Spare the queue DDP's buffer broadcast; set up and check the BatchNorm guard."""
@@ -277,12 +303,16 @@ class MoCo(L.LightningModule):
         q = self.encoder(x_q)  # (B, dim)
         k = self.encode_keys(x_k, draw)  # (B, dim)
         negatives = self.queue.negatives() if int(self.queue.filled) > 0 else None  # (K, dim)
-        stats = info_nce_stats(q, k, negatives, self.hparams.temperature)  # fields (B,)
+        stats = info_nce_stats(q, k, negatives, self.current_temperature())  # fields (B,)
         top1 = (stats.positive_logit >= stats.max_negative_logit).float().mean()
         self.log("train/acc", top1, prog_bar=True)
         self.log("train/pos_logit", stats.positive_logit.mean())
         self.log("train/neg_logit", stats.mean_negative_logit.mean())
         return stats.loss.mean(), k
+
+    def current_temperature(self) -> float | Tensor:
+        """``T``: the fixed float, or the learned one as a 0-d tensor carrying gradients."""
+        return self.hparams.temperature if self.temperature is None else self.temperature()
 
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         (x1, x2), _ = batch
@@ -305,6 +335,8 @@ class MoCo(L.LightningModule):
         self.log("train/lr", self.optimizers().param_groups[0]["lr"])
         self.log("train/momentum", self.current_momentum())
         self.log("train/queue_filled", self.queue.filled.float())
+        if self.temperature is not None:
+            self.log("train/temperature", self.temperature().detach())
         return loss
 
     def _encoder_buffers(self) -> list[Tensor]:
@@ -339,7 +371,9 @@ class MoCo(L.LightningModule):
         schedule that changed length since the checkpoint is reported."""
         for group in self.optimizers().param_groups:
             group["momentum"] = self.hparams.sgd_momentum
-            group["weight_decay"] = self.hparams.weight_decay
+            group["weight_decay"] = (
+                0.0 if group.get("name") == "temperature" else (self.hparams.weight_decay)
+            )
         saved, total = self._saved_schedule_steps, self._total_steps()
         if saved is not None and saved != total:
             rank_zero_warn(
@@ -365,6 +399,8 @@ class MoCo(L.LightningModule):
         for group in optimizer.param_groups:
             group["lr"] = self.hparams.lr * self.lr_factor(self.global_step)
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.temperature is not None:
+            self.temperature.clamp_()  # back into range, as CLIP after each step
         if not self._pending_keys:
             return
         keys = torch.cat(self._pending_keys)  # (B * micro-batches, dim)
@@ -376,8 +412,14 @@ class MoCo(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
+        groups = [{"params": list(self.encoder.parameters()), "name": "encoder"}]
+        if self.temperature is not None:  # no weight decay: it would pull T towards 1
+            groups.append(
+                {"params": list(self.temperature.parameters()), "name": "temperature",
+                 "weight_decay": 0.0}
+            )  # fmt: skip
         return torch.optim.SGD(
-            self.encoder.parameters(),
+            groups,
             lr=hp.lr,
             momentum=hp.sgd_momentum,
             weight_decay=hp.weight_decay,
@@ -434,6 +476,7 @@ class MoCo(L.LightningModule):
             self._val_labels[role].append(y[rows])
 
     def on_validation_epoch_end(self) -> None:
+        self._log_diagnostics()
         memory, memory_labels, queries, labels = (
             torch.cat(part[role]) if part[role] else None
             for role in (False, True)
@@ -454,8 +497,38 @@ class MoCo(L.LightningModule):
         if top1 is not None:  # the same on every rank: "max" keeps it exact, without a warning
             self.log("val/knn_top1", 100.0 * top1, prog_bar=True, sync_dist=True, reduce_fx="max")
 
+    @torch.no_grad()
+    def _log_diagnostics(self) -> None:
+        """Alignment, uniformity, softmax entropy and hardest-negative similarity on two fixed
+        views of ``diagnostics_images`` training images (the same on every rank)."""
+        n = self.hparams.diagnostics_images
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if n == 0 or not hasattr(datamodule, "fixed_views"):
+            return
+        if self._fixed_views is None:
+            self._fixed_views = datamodule.fixed_views(n)  # two (n, 3, S, S)
+        x1, x2 = (
+            x.to(self.device).contiguous(memory_format=self._memory_format)
+            for x in self._fixed_views
+        )
+        q = F.normalize(self.encoder(x1).float(), dim=1)  # (n, dim)
+        k = F.normalize(self.momentum_encoder(x2).float(), dim=1)  # (n, dim)
+        negatives = self.queue.negatives() if int(self.queue.filled) > 0 else None  # (K, dim)
+        values = {
+            "val/alignment": alignment(q, k),
+            "val/uniformity": uniformity(q),
+            "val/entropy": contrastive_entropy(q, k, negatives, self.current_temperature()),
+        }
+        if negatives is not None:
+            values["val/hardest_negative"] = hardest_negative_similarity(q, negatives)
+        for name, value in values.items():  # the same on every rank: "max" keeps it exact
+            self.log(name, value, sync_dist=True, reduce_fx="max")
+
     # ---- checkpoints ----------------------------------------------------------------------
-    RESUME_FIXED = ("backbone", "cifar_stem", "head", "feature_dim", "hidden_dim", "queue_size")
+    RESUME_FIXED = (
+        "backbone", "cifar_stem", "head", "feature_dim", "hidden_dim", "queue_size",
+        "learnable_temperature",
+    )  # fmt: skip
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = rng_states()

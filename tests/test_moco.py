@@ -93,7 +93,7 @@ def test_knn_monitor_uses_the_train_split_as_memory_and_the_test_split_as_querie
         expected = F.normalize(model.encoder[0](x_test), dim=1)
     assert seen["queries"].dtype == seen["memory"].dtype == torch.float16  # stored compactly
     torch.testing.assert_close(seen["queries"].float(), expected, rtol=1e-3, atol=1e-3)
-    assert len(metrics) == 1 and list(metrics[0]) == ["val/knn_top1"]  # one figure
+    assert len(metrics) == 1 and [m for m in metrics[0] if "knn" in m] == ["val/knn_top1"]
     # three colour classes: even a random convnet separates them almost perfectly
     assert metrics[0]["val/knn_top1"] > 80.0
 
@@ -187,7 +187,8 @@ def test_cosine_momentum_schedule_reaches_one_at_the_end(tiny_folder):
         ("temperature", 0.0, "temperature must be a positive finite number, got 0.0"),
         ("knn_temperature", -1.0, "knn_temperature must be a positive finite number"),
         ("momentum", 1.5, r"momentum must be in \[0, 1\], got 1.5"),
-        ("queue_size", 0, "queue_size must be >= 1, got 0"),
+        ("queue_size", 0, "queue_size must be an integer >= 1, got 0"),
+        ("diagnostics_images", -1, "diagnostics_images must be an integer >= 0, got -1"),
         ("head", "deep", "head must be 'linear' or 'mlp', got 'deep'"),
         ("backbone", "vgg", "vgg"),
         ("lr", 0.0, "lr must be > 0, got 0.0"),
@@ -298,7 +299,7 @@ def test_a_validation_that_sees_no_queries_logs_nothing(tiny_folder):
     metrics = trainer(limit_val_batches=2).validate(
         model, tiny_data(tiny_folder, eval_batch_size=4), verbose=False
     )
-    assert metrics == [{}]
+    assert len(metrics) == 1 and "val/knn_top1" not in metrics[0]
 
 
 def test_random_queue_init_fills_the_queue_with_seeded_unit_vectors():
@@ -349,3 +350,75 @@ def test_the_per_epoch_cosine_follows_max_steps_when_no_max_epochs_is_set(tiny_f
     trainer(max_epochs=-1, max_steps=6).fit(model, tiny_data(tiny_folder))  # 2 epochs of 3
     factors = [model.lr_factor(s) for s in range(6)]
     assert factors == pytest.approx([0.5, 0.5, 0.5, 0.0, 0.0, 0.0])  # (1 + cos(pi e / 2)) / 2
+
+
+def test_diagnostics_are_logged_each_validation_from_fixed_views(tiny_folder):
+    model, data = tiny_moco(diagnostics_images=12), tiny_data(tiny_folder)
+    t = trainer(max_steps=6, limit_val_batches=1.0)
+    t.fit(model, data)  # 6 steps of 8: 48 keys in the queue of 64
+    metrics = t.validate(model, data, verbose=False)[0]
+    x1, x2 = data.fixed_views(12)
+    assert x1.shape == (12, 3, 32, 32) and not torch.equal(x1, x2)
+    torch.testing.assert_close(data.fixed_views(12), (x1, x2), rtol=0, atol=0)  # fixed
+    model.eval()
+    with torch.no_grad():
+        q = F.normalize(model.encoder(x1), dim=1)
+        k = F.normalize(model.momentum_encoder(x2), dim=1)
+        n = model.queue.negatives()
+        expected = {
+            "val/alignment": (q - k).norm(dim=1).pow(2).mean(),
+            "val/uniformity": torch.pdist(q).pow(2).mul(-2).exp().mean().log(),
+            "val/hardest_negative": (q @ n.T).max(dim=1).values.mean(),
+        }
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ n.T], dim=1) / 0.1
+        p = logits.softmax(dim=1)
+        expected["val/entropy"] = -(p * p.log()).sum(dim=1).mean()
+    for name, value in expected.items():
+        assert metrics[name] == pytest.approx(value.item(), rel=1e-4, abs=1e-6), name
+
+
+def test_diagnostics_images_zero_turns_them_off(tiny_folder):
+    metrics = trainer(limit_val_batches=1.0).validate(
+        tiny_moco(diagnostics_images=0), tiny_data(tiny_folder), verbose=False
+    )
+    assert list(metrics[0]) == ["val/knn_top1"]
+
+
+def test_learnable_temperature_trains_without_weight_decay_and_is_logged(tiny_folder, tmp_path):
+    model = tiny_moco(learnable_temperature=True, temperature=0.1, lr=0.5, weight_decay=0.1)
+    assert model.temperature().item() == pytest.approx(0.1)
+    logged = {}
+    model.log = lambda name, value, **kw: logged.setdefault(name, []).append(float(value))
+    t = trainer(max_steps=4, default_root_dir=tmp_path)
+    t.fit(model, tiny_data(tiny_folder))
+    groups = {g["name"]: g for g in t.optimizers[0].param_groups}
+    assert groups["temperature"]["weight_decay"] == 0.0 and groups["encoder"]["weight_decay"] == 0.1
+    assert groups["temperature"]["params"] == [model.temperature.log_scale]
+    T = model.temperature().item()
+    assert T != pytest.approx(0.1) and 0.01 <= T <= 1.0  # it moved, within range
+    assert len(logged["train/temperature"]) == 4 and logged["train/temperature"][
+        0
+    ] == pytest.approx(0.1)
+    t.save_checkpoint(tmp_path / "t.ckpt")
+    state = torch.load(tmp_path / "t.ckpt", weights_only=False)["state_dict"]
+    assert state["temperature.log_scale"].item() == pytest.approx(math.log(1 / T))
+    with pytest.raises(ResumeConflictError, match="learnable_temperature=False"):
+        trainer(max_steps=5).fit(tiny_moco(), tiny_data(tiny_folder), ckpt_path=tmp_path / "t.ckpt")
+
+
+def test_a_learnable_temperature_must_start_in_its_range():
+    with pytest.raises(
+        ValueError,
+        match=r"temperature to be learned: init must be within \[min, max\] = \[0.01, 1.0\]",
+    ):
+        tiny_moco(learnable_temperature=True, temperature=2.0)
+
+
+def test_learned_temperature_gets_the_gradient_of_the_training_loss(tiny_folder):
+    model = tiny_moco(learnable_temperature=True, temperature=0.2)
+    x = torch.rand(8, 3, 32, 32)
+    model.queue.enqueue(F.normalize(torch.randn(16, 128), dim=1))
+    model.log = lambda *args, **kwargs: None  # no trainer to log to
+    loss, _ = model.contrast(x, x.flip(3))
+    (grad,) = torch.autograd.grad(loss, model.temperature.log_scale)
+    assert torch.isfinite(grad) and grad.item() != 0.0

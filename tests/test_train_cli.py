@@ -1,6 +1,7 @@
 """``train.py`` end to end, in fresh processes, as users run it: fit, validate, the run folder,
 resuming with other arguments, a diverging run, the linear probe. (Exact resume: test_resume.py.)"""
 
+import csv
 import subprocess
 import sys
 
@@ -204,3 +205,17 @@ def test_a_diverging_run_stops_with_the_step_and_keeps_the_last_finite_checkpoin
     assert ckpt["global_step"] == step  # the last finite state, saved after every step
     for name, tensor in ckpt["state_dict"].items():
         assert not tensor.is_floating_point() or torch.isfinite(tensor).all(), name
+
+
+def test_a_learned_temperature_and_the_diagnostics_reach_the_metrics_file(tiny_folder, tmp_path):
+    extra = ["--model.learnable_temperature", "true", "--trainer.max_steps", "6"]
+    extra += ["--trainer.check_val_every_n_epoch", "1"]
+    run_train(["fit", *tiny_args(tiny_folder, *extra)], cwd=tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "runs/cpu_quick/logs/version_0/metrics.csv")))
+    temperatures = [float(r["train/temperature"]) for r in rows if r.get("train/temperature")]
+    assert len(temperatures) == 6 and temperatures[0] == pytest.approx(0.1)
+    assert temperatures[-1] != pytest.approx(0.1)
+    validations = [r for r in rows if r.get("val/knn_top1")]
+    assert len(validations) == 2  # after each of the 2 epochs
+    for name in ("val/alignment", "val/uniformity", "val/entropy", "val/hardest_negative"):
+        assert all(r.get(name) for r in validations), name
