@@ -114,28 +114,17 @@ class TemperatureScaler(nn.Module):
         return f"temperature={self.temperature:.4g}"
 
 
-def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Tensor:
-    """Expected calibration error of the top-1 prediction, with ``n_bins`` equal-width bins.
+def reliability_bins(
+    probs: Tensor, labels: Tensor, n_bins: int = 15
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-bin count, accuracy and mean confidence of the top-1 predictions.
 
-    ``ECE = sum_b |B_b| / N * |accuracy(B_b) - confidence(B_b)|``, where the confidence of a
-    prediction is its largest probability. Binned exactly as torchmetrics'
-    ``CalibrationError(task="multiclass", norm="l1")``: bin ``b`` holds confidences in
-    ``[b / n, (b + 1) / n)`` and a confidence of exactly 1 forms a bin of its own.
-
-    Args:
-        probs: class probabilities, each row summing to 1 (e.g. ``softmax(logits / T)``).
-        labels: the true classes.
-        n_bins: number of bins (>= 1); 15 as Guo et al.
-
-    Returns:
-        ECE in [0, 1], a 0-d float tensor.
+    Bin ``b`` holds the confidences in ``[b / n, (b + 1) / n)``; a confidence of exactly 1
+    forms bin ``n`` (as torchmetrics bins). Empty bins have accuracy and confidence 0.
+    Arguments and errors as :func:`expected_calibration_error`.
 
     Shape:
-        probs (N, C), labels (N,) int64; output ().
-
-    Raises:
-        ValueError: probs not (N, C) floating point with N >= 1 and C >= 2, labels not (N,)
-            int64 in [0, C), n_bins < 1.
+        probs (N, C), labels (N,); three (n_bins + 1,) float32 tensors.
     """
     N, C = _check_logits(probs, "probs")
     _check_labels(labels, N, C)
@@ -144,5 +133,37 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) 
     correct = (prediction == labels.to(probs.device)).float()  # (N,)
     edges = torch.linspace(0, 1, n_bins + 1, device=probs.device)  # (n_bins + 1,)
     bins = torch.bucketize(confidence, edges, right=True) - 1  # (N,) in [0, n_bins]
-    gap = torch.zeros(n_bins + 1, device=probs.device).scatter_add_(0, bins, correct - confidence)
-    return gap.abs().sum() / N
+
+    def per_bin(values: Tensor) -> Tensor:
+        return torch.zeros(n_bins + 1, device=probs.device).scatter_add_(0, bins, values)
+
+    count = per_bin(torch.ones_like(confidence))
+    return count, per_bin(correct) / count.clamp_min(1), per_bin(confidence) / count.clamp_min(1)
+
+
+def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) -> Tensor:
+    """Expected calibration error of the top-1 prediction, with ``n_bins`` equal-width bins.
+
+    ``ECE = sum_b |B_b| / N * |accuracy(B_b) - confidence(B_b)|``, where the confidence of a
+    prediction is its largest probability. Binned exactly as torchmetrics'
+    ``CalibrationError(task="multiclass", norm="l1")``: bin ``b`` holds confidences in
+    ``[b / n, (b + 1) / n)`` and a confidence of exactly 1 forms a bin of its own
+    (:func:`reliability_bins`).
+
+    Args:
+        probs: class probabilities, each row summing to 1 (e.g. ``softmax(logits / T)``).
+        labels: the true classes.
+        n_bins: number of bins (>= 1); 15 as Guo et al.
+
+    Returns:
+        ECE in [0, 1], a 0-d float32 tensor.
+
+    Shape:
+        probs (N, C), labels (N,) int64; output ().
+
+    Raises:
+        ValueError: probs not (N, C) floating point with N >= 1 and C >= 2, labels not (N,)
+            int64 in [0, C), n_bins < 1.
+    """
+    count, accuracy, confidence = reliability_bins(probs, labels, n_bins)
+    return (count * (accuracy - confidence).abs()).sum() / count.sum()

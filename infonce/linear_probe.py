@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from infonce.distributed import gather_rows, single_process_gather
 from infonce.export import build_from_architecture, read_backbone
 from infonce.resume import check_resumed_hyperparameters
 
@@ -34,6 +35,10 @@ class LinearProbe(L.LightningModule):
             backbone exported by ``python -m infonce.export``.
         num_classes: classes of the dataset (checked against the data module at setup).
         lr, weight_decay, sgd_momentum: SGD with a cosine decay over the run.
+        logits_file: if set, ``test`` also saves the test split's logits and labels there,
+            ``torch.save({"logits": (N, C) float32, "labels": (N,) int64})`` gathered from
+            every rank, for ``python -m infonce.plot reliability`` or
+            :class:`infonce.TemperatureScaler`.
         architecture: set by the probe itself (recorded from ``pretrained``); leave it unset.
 
     Logged: ``train/loss``, ``train/acc``, ``val/top1`` and ``test/top1`` in percent.
@@ -48,6 +53,7 @@ class LinearProbe(L.LightningModule):
         lr: float = 0.1,
         weight_decay: float = 0.0,
         sgd_momentum: float = 0.9,
+        logits_file: str | None = None,
         architecture: dict[str, Any] | None = None,
     ):
         super().__init__()
@@ -57,6 +63,7 @@ class LinearProbe(L.LightningModule):
         self.backbone: nn.Module | None = None
         self.classifier: nn.Module | None = None
         self._counts: Tensor | None = None  # (correct, seen) of this evaluation, this rank
+        self._test_outputs: list[tuple[Tensor, Tensor]] = []  # (logits, labels) for logits_file
         if os.path.isfile(pretrained):
             backbone, info = read_backbone(pretrained)
             self._attach(backbone, info["architecture"], info["feature_dim"])
@@ -135,12 +142,12 @@ class LinearProbe(L.LightningModule):
 
     # Top-1 as (correct, seen) counts summed over ranks at the end: each rank evaluates its own
     # shard of the test split (every image once), so the figure equals one process's.
-    def _evaluate(self, batch) -> None:
+    def _evaluate(self, batch) -> Tensor:
         x, y = batch
-        counts = torch.stack(
-            [(self(x).argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)]
-        )
+        logits = self(x)  # (B, num_classes)
+        counts = torch.stack([(logits.argmax(1) == y).sum(), torch.tensor(len(y), device=y.device)])
         self._counts = counts if self._counts is None else self._counts + counts
+        return logits
 
     def _log_top1(self, split: str) -> None:
         if self._counts is None:
@@ -157,10 +164,28 @@ class LinearProbe(L.LightningModule):
         self._log_top1("val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch)
+        logits = self._evaluate(batch)
+        if self.hparams.logits_file:
+            self._test_outputs.append((logits.float(), batch[1]))
 
     def on_test_epoch_end(self) -> None:
         self._log_top1("test")
+        if self.hparams.logits_file:
+            self._save_test_logits(self.hparams.logits_file)
+
+    def _save_test_logits(self, path: str) -> None:
+        """Every rank's test logits and labels (collectives: all ranks come here), saved once."""
+        outputs, self._test_outputs = self._test_outputs, []
+        logits = torch.empty(0, self.hparams.num_classes, device=self.device)  # (0, C)
+        labels = torch.empty(0, dtype=torch.long, device=self.device)  # a rank without a batch
+        if outputs:
+            logits = torch.cat([batch_logits for batch_logits, _ in outputs])  # (n, C)
+            labels = torch.cat([batch_labels for _, batch_labels in outputs])  # (n,)
+        gather = self.all_gather if self.trainer.world_size > 1 else single_process_gather
+        logits, labels = gather_rows(logits, gather), gather_rows(labels, gather)
+        if self.trainer.is_global_zero:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            torch.save({"logits": logits.cpu(), "labels": labels.cpu()}, path)
 
     def configure_optimizers(self):
         self._require_backbone()

@@ -158,8 +158,19 @@ def test_linear_probe_top1_under_ddp_equals_one_process(tiny_folder, tmp_path):
     ]  # fmt: skip
     run_train(["fit", *probe], cwd=tmp_path)
     last = str(tmp_path / "runs/linear_probe/checkpoints/last.ckpt")
-    one = run_train(["test", *probe, "--ckpt_path", last], cwd=tmp_path)
-    two = run_train(["test", *probe, "--ckpt_path", last, *DDP, "--trainer.devices", "2"], tmp_path)
+    one = run_train(
+        ["test", *probe, "--ckpt_path", last, "--model.logits_file", "one.pt"], tmp_path
+    )
+    two = run_train(
+        ["test", *probe, "--ckpt_path", last, "--model.logits_file", "two.pt", *DDP,
+         "--trainer.devices", "2"], tmp_path,
+    )  # fmt: skip
+    saved = [torch.load(tmp_path / f, weights_only=True) for f in ("one.pt", "two.pt")]
+    # every test image once, also under DDP (rank by rank: compare as sets of rows)
+    assert saved[0]["logits"].shape == saved[1]["logits"].shape == (11, 3)
+    rows = [torch.tensor(sorted(torch.cat([s["logits"], s["labels"][:, None].float()], 1).tolist()))
+            for s in saved]  # fmt: skip
+    torch.testing.assert_close(rows[0], rows[1], rtol=1e-5, atol=1e-6)
 
     def top1(result) -> str:
         (line,) = [row for row in result.stdout.splitlines() if "test/top1" in row]

@@ -1,7 +1,9 @@
 import math
+import subprocess
 import sys
 
 import pytest
+import torch
 
 from infonce.plot import find_metrics_files, main, plot_metrics, read_metrics
 
@@ -131,8 +133,71 @@ def test_plot_metrics_lays_out_one_subplot_per_metric(tmp_path):
 
 
 def test_long_series_get_a_trailing_running_mean():
-    from infonce.plot import _trailing_mean
+    from infonce.plot.curves import _trailing_mean
 
     assert _trailing_mean((1.0, 3.0, 5.0, 7.0), window=2) == [1.0, 2.0, 4.0, 6.0]
     output_values = _trailing_mean(tuple(float(i % 2) for i in range(1000)), window=20)
     assert output_values[-1] == pytest.approx(0.5)
+
+
+def _png_size(path):
+    from matplotlib.image import imread
+
+    height, width, _ = imread(path).shape
+    return width, height
+
+
+def test_temperature_subcommand_draws_the_softmax_and_its_entropy(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    output = tmp_path / "t.png"
+    args = ["temperature", "--logits", "1", "5", "7", "10", "--temperatures", "0.1", "1", "10"]
+    assert main([*args, "-o", str(output)]) == 0
+    assert capsys.readouterr().out.strip() == str(output)
+    width, height = _png_size(output)
+    assert width > 1.5 * height  # two panels side by side
+
+
+def test_lower_bound_subcommand_draws_one_curve_per_queue_size(tmp_path):
+    pytest.importorskip("matplotlib")
+    from infonce.plot import plot_lower_bound
+
+    output = plot_lower_bound(tmp_path / "lb.png", queue_sizes=(1024, 65536))
+    assert output.stat().st_size > 10_000
+    assert main(["lower-bound", "-o", str(tmp_path / "default.png")]) == 0
+
+
+def test_reliability_subcommand_fits_t_on_one_half_and_draws_the_other(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4000, 5, generator=g) * 2
+    labels = torch.multinomial(torch.softmax(logits, 1), 1, generator=g)[:, 0]
+    torch.save({"logits": logits * 3, "labels": labels}, tmp_path / "logits.pt")
+    assert main(["reliability", str(tmp_path / "logits.pt"), "-o", str(tmp_path / "r.png")]) == 0
+    out = capsys.readouterr().out
+    fitted = float(out.split("fitted temperature:")[1].split()[0])
+    assert fitted == pytest.approx(3.0, rel=0.1)
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_reliability_reports_a_file_without_logits(tmp_path, capsys):
+    torch.save({"scores": torch.zeros(2, 2)}, tmp_path / "bad.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reliability", str(tmp_path / "bad.pt")])
+    assert exit_info.value.code == 2
+    assert "must hold a dict with 'logits' and 'labels', got ['scores']" in capsys.readouterr().err
+
+
+def test_curves_subcommand_is_the_default_and_can_be_named(run_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    assert main(["curves", str(run_dir), "-o", str(tmp_path / "a.png")]) == 0
+    assert main([str(run_dir), "-o", str(tmp_path / "b.png")]) == 0
+    assert _png_size(tmp_path / "a.png") == _png_size(tmp_path / "b.png")
+
+
+def test_python_dash_m_runs_the_command(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "infonce.plot", "lower-bound", "-o", str(tmp_path / "x.png")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "x.png").exists()

@@ -98,8 +98,24 @@ def test_linear_probe_trains_on_a_moco_checkpoint_and_reports_test_top1(tiny_fol
     probe = probe_args(tiny_folder, pretrained)
     run_train(["fit", *probe], cwd=tmp_path)
     pretrained.rename(tmp_path / "moved.ckpt")  # the probe checkpoint holds its backbone
-    result = run_train(["test", *probe, "--ckpt_path", "last"], cwd=tmp_path)
+    logits_file = tmp_path / "test_logits.pt"
+    result = run_train(
+        ["test", *probe, "--ckpt_path", "last", "--model.logits_file", str(logits_file)], tmp_path
+    )
     assert result.stdout.count("test/top1") == 1
+    saved = torch.load(logits_file, weights_only=True)  # all 12 test images
+    assert (
+        saved["logits"].shape == (12, 3) and saved["labels"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+    )
+    (line,) = [row for row in result.stdout.splitlines() if "test/top1" in row]
+    top1 = 100.0 * (saved["logits"].argmax(1) == saved["labels"]).float().mean().item()
+    assert float(line.split()[-1]) == pytest.approx(top1, abs=1e-3)
+    plot = subprocess.run(
+        [sys.executable, "-m", "infonce.plot", "reliability", str(logits_file), "-o", "r.png"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert plot.returncode == 0, plot.stderr
+    assert "fitted temperature" in plot.stdout and (tmp_path / "r.png").stat().st_size > 10_000
     wrong = probe_args(tiny_folder, tmp_path / "moved.ckpt", "--model.num_classes", "10")
     wrong += ["--trainer.default_root_dir", str(tmp_path / "wrong")]
     result = run_train(["fit", *wrong], tmp_path, check=False)

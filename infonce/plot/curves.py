@@ -1,9 +1,9 @@
-"""Plot the curves of training runs from Lightning ``CSVLogger`` files, one subplot per metric.
+"""Training curves from Lightning ``CSVLogger`` files, one subplot per metric.
 
 Usage::
 
-    python -m infonce.plot logs/moco -o curves.png
-    python -m infonce.plot logs/moco_t0.07 logs/moco_t0.2 -o compare.png
+    python -m infonce.plot runs/cpu_quick -o curves.png
+    python -m infonce.plot runs/t0.07 runs/t0.2 -o compare.png
 
 Each argument is one run: a ``metrics.csv`` or a directory, whose ``**/metrics.csv`` files
 (``version_0``, ``version_1`` of a resumed run, ...) are merged by step. Several runs are drawn
@@ -11,19 +11,18 @@ on the same axes with a legend. Reading uses only the standard library; drawing 
 matplotlib (``pip install "infonce[plot]"``), imported only when a figure is drawn.
 """
 
-import argparse
 import csv
 import math
 import re
-import sys
 from collections.abc import Iterable
 from os import PathLike
 from pathlib import Path
 
+from infonce.plot._figure import new_figure
+
 Metrics = dict[str, list[tuple[int, float]]]
 _NOT_METRICS = frozenset({"step", "epoch"})
 _SMOOTH_ABOVE = 200  # series longer than this also get a running mean
-_MATPLOTLIB_MISSING = 'plotting needs matplotlib: pip install "infonce[plot]"'
 
 
 def find_metrics_files(path: str | PathLike) -> list[Path]:
@@ -137,21 +136,12 @@ def plot_metrics(runs: dict[str, Metrics], output: str | PathLike, title: str | 
         ImportError: matplotlib is not installed (the message says how to install it).
         ValueError: no run holds any metric.
     """
-    try:
-        import matplotlib  # noqa: F401  (lazy: reading metrics needs no matplotlib)
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:
-        raise ImportError(_MATPLOTLIB_MISSING) from e
-
     names = sorted({name for metrics in runs.values() for name in metrics})
     if not names:
         raise ValueError(f"runs hold no metrics: {list(runs)}")
     ncols = min(3, len(names))
     nrows = math.ceil(len(names) / ncols)
-    # a bare Figure on an Agg canvas: no pyplot, no display, no global backend switch
-    fig = Figure(figsize=(4.8 * ncols, 3.2 * nrows + 0.6), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(4.8 * ncols, 3.2 * nrows + 0.6))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, name in zip(axes, names, strict=False):
         for i, (label, metrics) in enumerate(runs.items()):
@@ -187,28 +177,3 @@ def _trailing_mean(values: tuple[float, ...], window: int) -> list[float]:
             total -= values[i - window]
         out.append(total / min(i + 1, window))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m infonce.plot RUN_OR_CSV [RUN_OR_CSV ...] -o curves.png``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m infonce.plot",
-        description="Plot Lightning CSVLogger metrics, one subplot per metric against step.",
-    )
-    parser.add_argument(
-        "runs", nargs="+", metavar="RUN_OR_CSV", help="a metrics.csv or a run directory"
-    )
-    parser.add_argument("-o", "--output", default="curves.png", help="image to write")
-    parser.add_argument("--title", default=None, help="figure title (default: the runs)")
-    args = parser.parse_args(argv)
-    try:
-        runs = {run: read_metrics(run) for run in args.runs}
-        output = plot_metrics(runs, args.output, args.title)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
-    print(output)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from infonce.plot.cli import main
+
+sys.exit(main())
