@@ -1,4 +1,4 @@
-"""Two MoCo v2 views of 32x32 images: infonce.augment against torchvision and kornia, one process.
+"""Two MoCo v2 views of 32x32 images: infonce.trainer.augment against torchvision and kornia.
 
     python benchmarks/augment.py                 # CPU, 2 threads, batches of 512
     python benchmarks/augment.py --device cuda
@@ -26,9 +26,9 @@ from _common import cifar10_jpeg_root, machine, table
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from infonce.augment import MoCoV2Views
-from infonce.datasets import CIFAR10_MEAN, CIFAR10_STD
-from infonce.transforms import moco_v2_transform
+from infonce.trainer.augment.transforms import moco_v2_transform
+from infonce.trainer.augment.views import MoCoV2Views
+from infonce.trainer.data.sources import CIFAR10_MEAN, CIFAR10_STD
 
 
 def cifar_batch(n: int) -> torch.Tensor:
@@ -117,10 +117,10 @@ def main() -> None:
 
         results["kornia, batch"] = images_per_second(kornia_views, len(x), device, args.repeats)
     ours = MoCoV2Views(32, mean=CIFAR10_MEAN, std=CIFAR10_STD).to(device)
-    results["infonce.augment.MoCoV2Views, batch"] = images_per_second(
+    results["infonce.trainer.augment.views.MoCoV2Views, batch"] = images_per_second(
         lambda: ours(x), len(x), device, args.repeats
     )
-    best = results["infonce.augment.MoCoV2Views, batch"]
+    best = results["infonce.trainer.augment.views.MoCoV2Views, batch"]
     where = "GPU" if device.type == "cuda" else f"{args.threads} threads"
     print(f"machine: {machine(device)}")
     print(f"two views per image, batches of {len(x)} on {where}, best of {args.repeats}")

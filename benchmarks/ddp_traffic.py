@@ -20,7 +20,7 @@ Nothing is run across processes: the sizes come from the model and the arguments
 
 import argparse
 
-from infonce.moco import MoCo
+from infonce.trainer.moco import MoCo
 
 
 def step_traffic(model: MoCo, batch: int, world: int, image_size: int, key_bytes: int) -> list:

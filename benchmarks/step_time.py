@@ -18,10 +18,10 @@ import lightning as L
 import torch
 from _common import cifar10_jpeg_root, machine
 
-from infonce.cli import keep_freed_memory
-from infonce.data import ImageDataModule
-from infonce.datasets import CIFAR10_MEAN, CIFAR10_STD
-from infonce.moco import MoCo
+from infonce.trainer.cli import keep_freed_memory
+from infonce.trainer.data.datamodule import ImageDataModule
+from infonce.trainer.data.sources import CIFAR10_MEAN, CIFAR10_STD
+from infonce.trainer.moco import MoCo
 
 WARMUP = 10
 

@@ -71,15 +71,26 @@ def plot(results: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fixed = sorted((r for r in results.values() if r["run"] != "learnable"),
-                   key=lambda r: r["final_temperature"])
+    fixed = sorted(
+        (r for r in results.values() if r["run"] != "learnable"),
+        key=lambda r: r["final_temperature"],
+    )
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["final_temperature"] for r in fixed], [r["knn_top1"][-1] for r in fixed], "o-",
-            label="fixed T")
+    ax.plot(
+        [r["final_temperature"] for r in fixed],
+        [r["knn_top1"][-1] for r in fixed],
+        "o-",
+        label="fixed T",
+    )
     if "learnable" in results:
         r = results["learnable"]
-        ax.plot([r["final_temperature"]], [r["knn_top1"][-1]], "r*", markersize=14,
-                label=f"learnable T (final {r['final_temperature']:.3f})")
+        ax.plot(
+            [r["final_temperature"]],
+            [r["knn_top1"][-1]],
+            "r*",
+            markersize=14,
+            label=f"learnable T (final {r['final_temperature']:.3f})",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("temperature T (log scale)")
     ax.set_ylabel("weighted kNN top-1 (%)")
@@ -92,12 +103,20 @@ def plot(results: dict[str, dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", default=DEFAULT_RUNS,
-                        help="temperatures and/or 'learnable' (default: %(default)s)")
+    parser.add_argument(
+        "runs",
+        nargs="*",
+        default=DEFAULT_RUNS,
+        help="temperatures and/or 'learnable' (default: %(default)s)",
+    )
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "cpu_quick.yaml")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "temperature_sweep")
-    parser.add_argument("--train-args", nargs=argparse.REMAINDER, default=[],
-                        help="more train.py arguments (everything after this flag)")
+    parser.add_argument(
+        "--train-args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="more train.py arguments (everything after this flag)",
+    )
     args = parser.parse_args()
     for name in args.runs:
         if name != "learnable":
@@ -117,10 +136,14 @@ def main() -> None:
         results[name] = run_one(name, args.config.resolve(), data_root, run, args.train_args)
         results_path.write_text(json.dumps(results, indent=2))
     print(f"\nconfig: {args.config} {' '.join(args.train_args)}")
-    print(f"| run | final T | kNN top-1 | fit wall time |\n| --- | --- | --- | --- |")
-    for r in sorted(results.values(), key=lambda r: (r["run"] == "learnable", r["final_temperature"])):
-        print(f"| {r['run']} | {r['final_temperature']:.3f} | {r['knn_top1'][-1]:.2f}% "
-              f"| {r['wall_min']:.1f} min |")
+    print("| run | final T | kNN top-1 | fit wall time |\n| --- | --- | --- | --- |")
+    for r in sorted(
+        results.values(), key=lambda r: (r["run"] == "learnable", r["final_temperature"])
+    ):
+        print(
+            f"| {r['run']} | {r['final_temperature']:.3f} | {r['knn_top1'][-1]:.2f}% "
+            f"| {r['wall_min']:.1f} min |"
+        )
     plot(results, args.out / "temperature_sweep.png")
     print(f"plot: {args.out / 'temperature_sweep.png'}")
 

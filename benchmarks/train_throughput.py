@@ -12,7 +12,7 @@ MLP head everywhere (SplitBatchNorm with 8 splits; the key batch shuffled for in
   with a memory bank and ``update_momentum``, in a plain loop, as its MoCo example does;
 - infonce, loader path: per-sample PIL torchvision transforms in DataLoader workers;
 - infonce, resident path: the split decoded once into a uint8 tensor, batches augmented as a
-  whole by ``infonce.augment.MoCoV2Views``; in float32 and in bfloat16 autocast.
+  whole by ``infonce.trainer.augment.views.MoCoV2Views``; in float32 and in bfloat16 autocast.
 
 The data is the shared CIFAR-10 JPEG copy, extracted to a cache folder on first use.
 """
@@ -29,9 +29,10 @@ import lightning as L
 import torch
 from _common import cifar10_jpeg_root, machine, table
 
-from infonce.data import ImageDataModule
-from infonce.datasets import CIFAR10_MEAN, CIFAR10_STD
-from infonce.moco import MoCo, projection_head
+from infonce.trainer.backbones import projection_head
+from infonce.trainer.data.datamodule import ImageDataModule
+from infonce.trainer.data.sources import CIFAR10_MEAN, CIFAR10_STD
+from infonce.trainer.moco import MoCo
 
 
 class StepTimer(L.Callback):
@@ -70,7 +71,7 @@ def lightly_throughput(args, root: Path) -> float:
     from lightly.transforms import MoCoV2Transform
     from torchvision.datasets import ImageFolder
 
-    from infonce.backbones import build_backbone
+    from infonce.trainer.backbones import build_backbone
 
     device = torch.device(args.device)
     normalize = {"mean": list(CIFAR10_MEAN), "std": list(CIFAR10_STD)}

@@ -6,6 +6,7 @@ from infonce.contrastive import nt_xent, supcon
 from infonce.diagnostics import (
     alignment,
     contrastive_entropy,
+    embedding_diagnostics,
     hardest_negative_similarity,
     uniformity,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "contrastive_entropy",
     "cosine_momentum",
     "distillation_loss",
+    "embedding_diagnostics",
     "expected_calibration_error",
     "hardest_negative_similarity",
     "info_nce",
@@ -48,7 +50,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # load_backbone needs torchvision's models: imported when first asked for, not with infonce
     if name == "load_backbone":
-        from infonce.export import load_backbone
+        from infonce.trainer.export import load_backbone
 
         return load_backbone
     raise AttributeError(f"module 'infonce' has no attribute {name!r}")

@@ -107,3 +107,25 @@ def hardest_negative_similarity(
     if normalize:
         q, n = F.normalize(q, dim=1), F.normalize(n, dim=1)
     return (q @ n.T).topk(top_k, dim=1).values.mean()  # (N, K) -> (N, top_k) -> ()
+
+
+def embedding_diagnostics(
+    query: Tensor, key: Tensor, negatives: Tensor | None, temperature: float | Tensor = 0.07
+) -> dict[str, Tensor]:
+    """The four diagnostics at once, for logging: ``alignment`` (query vs key), ``uniformity``
+    (of the queries), ``entropy`` (:func:`contrastive_entropy` at ``temperature``) and, with
+    shared negatives, ``hardest_negative`` (:func:`hardest_negative_similarity`, top-1).
+
+    Pass L2-normalised embeddings (alignment and uniformity use them as given).
+
+    Shape:
+        query (N, D), key (N, D), negatives (K, D) or None; every value ().
+    """
+    values = {
+        "alignment": alignment(query, key),
+        "uniformity": uniformity(query),
+        "entropy": contrastive_entropy(query, key, negatives, temperature),
+    }
+    if negatives is not None:
+        values["hardest_negative"] = hardest_negative_similarity(query, negatives)
+    return values

@@ -8,7 +8,8 @@ therefore permuted before the momentum encoder, so that each key's BN batch is a
 images than its query's, and the keys are put back in order afterwards.
 
 - On one device (``bn_guard: split``): the batch is split into ``bn_splits`` BN groups
-  (:class:`infonce.backbones.SplitBatchNorm`) and the key batch is permuted over the device.
+  (:class:`infonce.trainer.backbones.SplitBatchNorm`) and the key batch is permuted over the
+  device.
 - Across devices (``bn_guard: shuffle``, MoCo's own form): the key batches of all ranks are
   gathered, one permutation of the global batch is applied, each rank encodes its slice and
   the keys are gathered back and unpermuted. Every rank draws the same permutation from

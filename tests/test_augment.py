@@ -7,7 +7,7 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
-from infonce.augment import (
+from infonce.trainer.augment.views import (
     MoCoV2Views,
     Normalize,
     adjust_brightness,

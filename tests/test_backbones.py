@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infonce.backbones import BACKBONES, ConvNet, SplitBatchNorm, build_backbone
+from infonce.trainer.backbones import BACKBONES, ConvNet, SplitBatchNorm, build_backbone
 
 
 def _randomise_affine(bn: nn.BatchNorm2d) -> None:

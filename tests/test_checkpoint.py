@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_moco import tiny_data, tiny_moco, trainer
 
-from infonce.checkpoint import (
+from infonce.trainer.checkpoint import (
     NonFiniteStateError,
     RunCheckpoint,
     RunFolderInUseError,

@@ -4,7 +4,7 @@ import stat
 import pytest
 import torch
 
-from infonce.checkpoint_io import AtomicCheckpointIO
+from infonce.trainer.checkpoint_io import AtomicCheckpointIO
 
 
 def _leftovers(directory):
@@ -133,7 +133,7 @@ def test_lightning_cli_builds_the_plugin_from_a_class_path(tmp_path, monkeypatch
     config = {
         "seed_everything": False,
         "trainer": {
-            "plugins": [{"class_path": "infonce.checkpoint_io.AtomicCheckpointIO"}],
+            "plugins": [{"class_path": "infonce.trainer.checkpoint_io.AtomicCheckpointIO"}],
             "logger": False,
             "default_root_dir": str(tmp_path),
         },

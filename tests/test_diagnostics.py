@@ -6,7 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from infonce import alignment, contrastive_entropy, hardest_negative_similarity, uniformity
+from infonce import (
+    alignment,
+    contrastive_entropy,
+    embedding_diagnostics,
+    hardest_negative_similarity,
+    uniformity,
+)
 
 
 def _unit(N, D=6, seed=0):
@@ -93,3 +99,15 @@ def test_gradcheck_of_each_diagnostic():
 def test_bad_inputs_are_value_errors_naming_them(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_embedding_diagnostics_gathers_the_four_and_drops_the_negative_one_without_negatives():
+    q, k, n = _unit(5), _unit(5, seed=1), _unit(8, seed=2)
+    values = embedding_diagnostics(q, k, n, 0.2)
+    assert values == {
+        "alignment": alignment(q, k),
+        "uniformity": uniformity(q),
+        "entropy": contrastive_entropy(q, k, n, 0.2),
+        "hardest_negative": hardest_negative_similarity(q, n),
+    }
+    assert set(embedding_diagnostics(q, k, None)) == {"alignment", "uniformity", "entropy"}

@@ -7,9 +7,9 @@ import torchvision
 from torch import nn
 
 from infonce import load_backbone
-from infonce.export import export_backbone, main
-from infonce.linear_probe import LinearProbe
-from infonce.moco import MoCo
+from infonce.trainer.export import export_backbone, main
+from infonce.trainer.linear_probe import LinearProbe
+from infonce.trainer.moco import MoCo
 
 
 def moco_checkpoint(path, **model_args) -> MoCo:

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import infonce.moco
+import infonce.trainer.moco
 from infonce import info_nce
-from infonce.data import ImageDataModule
-from infonce.moco import MoCo, NonFiniteLossError
-from infonce.resume import ResumeConflictError
 from infonce.shuffle_bn import key_permutation
+from infonce.trainer.data.datamodule import ImageDataModule
+from infonce.trainer.moco import MoCo, NonFiniteLossError
+from infonce.trainer.resume import ResumeConflictError
 
 
 def tiny_moco(**overrides) -> MoCo:
@@ -42,9 +42,9 @@ def test_enqueue_and_momentum_update_happen_once_per_optimizer_step_under_accumu
     tiny_folder, monkeypatch
 ):
     calls = []
-    original = infonce.moco.momentum_update
+    original = infonce.trainer.moco.momentum_update
     monkeypatch.setattr(
-        infonce.moco, "momentum_update", lambda *a: calls.append(a[2]) or original(*a)
+        infonce.trainer.moco, "momentum_update", lambda *a: calls.append(a[2]) or original(*a)
     )
     model = tiny_moco()
     data = tiny_data(tiny_folder, batch_size=4)  # 6 batches an epoch
@@ -75,13 +75,13 @@ def test_knn_monitor_uses_the_train_split_as_memory_and_the_test_split_as_querie
     tiny_folder, monkeypatch
 ):
     seen = {}
-    original = infonce.moco.sharded_knn_accuracy
+    original = infonce.trainer.moco.sharded_knn_accuracy
 
     def spy(queries, labels, memory, memory_labels, *args, **kwargs):
         seen.update(queries=queries, labels=labels, memory=memory, memory_labels=memory_labels)
         return original(queries, labels, memory, memory_labels, *args, **kwargs)
 
-    monkeypatch.setattr(infonce.moco, "sharded_knn_accuracy", spy)
+    monkeypatch.setattr(infonce.trainer.moco, "sharded_knn_accuracy", spy)
     model, data = tiny_moco(), tiny_data(tiny_folder, eval_batch_size=5)  # batches mix splits
     metrics = trainer(limit_val_batches=1.0).validate(model, data, verbose=False)
     # 24 train images (8 a class) are the memory, 12 test images (4 a class) the queries
@@ -321,13 +321,13 @@ def test_the_demos_per_epoch_cosine_is_constant_in_an_epoch_and_zero_in_the_last
 
 def test_knn_feature_head_compares_the_encoders_output(tiny_folder, monkeypatch):
     seen = {}
-    original = infonce.moco.sharded_knn_accuracy
+    original = infonce.trainer.moco.sharded_knn_accuracy
 
     def spy(queries, *args, **kwargs):
         seen["dim"] = queries.shape[1]
         return original(queries, *args, **kwargs)
 
-    monkeypatch.setattr(infonce.moco, "sharded_knn_accuracy", spy)
+    monkeypatch.setattr(infonce.trainer.moco, "sharded_knn_accuracy", spy)
     model = tiny_moco(knn_feature="head", feature_dim=32)
     trainer(limit_val_batches=1.0).validate(model, tiny_data(tiny_folder), verbose=False)
     assert seen["dim"] == 32  # not the backbone's 128

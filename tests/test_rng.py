@@ -4,7 +4,7 @@ import random
 import numpy as np
 import torch
 
-from infonce.rng import restore_rng_states, rng_states
+from infonce.trainer.rng import restore_rng_states, rng_states
 
 
 def draws():

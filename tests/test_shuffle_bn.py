@@ -5,8 +5,8 @@ import torch
 from fake_world import run_ranks
 from torch import nn
 
-from infonce.backbones import ConvNet
 from infonce.shuffle_bn import encode_shuffled, encode_shuffled_across_ranks, key_permutation
+from infonce.trainer.backbones import ConvNet
 
 
 @pytest.mark.parametrize(("n", "groups"), [(16, 4), (512, 8), (8, 8), (6, 1)])

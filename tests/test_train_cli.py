@@ -63,7 +63,7 @@ def test_missing_data_is_one_clear_message_without_traceback(tmp_path):
 def test_print_config_emits_the_full_schema(tmp_path):
     result = run_train(["fit", "--config", CPU_QUICK, "--print_config"], tmp_path)
     config = yaml.safe_load(result.stdout)
-    assert config["model"]["class_path"] == "infonce.moco.MoCo"
+    assert config["model"]["class_path"] == "infonce.trainer.moco.MoCo"
     assert config["model"]["init_args"]["temperature"] == 0.1
     assert config["data"]["batch_size"] == 256
 
@@ -127,7 +127,14 @@ def test_export_writes_the_backbone_that_the_probe_and_load_backbone_read(tiny_f
     run_train(["fit", *tiny_args(tiny_folder, "--trainer.max_steps", "3")], cwd=tmp_path)
     last = tmp_path / "runs/cpu_quick/checkpoints/last.ckpt"
     export = subprocess.run(
-        [sys.executable, "-m", "infonce.export", str(last), "-o", str(tmp_path / "backbone.pt")],
+        [
+            sys.executable,
+            "-m",
+            "infonce.trainer.export",
+            str(last),
+            "-o",
+            str(tmp_path / "backbone.pt"),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -4,13 +4,13 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from infonce.datasets import CIFAR10_MEAN, CIFAR10_STD
-from infonce.transforms import (
+from infonce.trainer.augment.transforms import (
     TwoViews,
     crop_flip_transform,
     eval_transform,
     moco_v2_transform,
 )
+from infonce.trainer.data.sources import CIFAR10_MEAN, CIFAR10_STD
 
 
 def _image(width: int = 32, height: int = 32, seed: int = 0) -> Image.Image:

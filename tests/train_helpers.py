@@ -55,7 +55,7 @@ def config_with(path: Path, every_n_train_steps: int | None = None, keep_every_s
     if keep_every_step:
         callbacks.append(
             {
-                "class_path": "infonce.checkpoint.RunCheckpoint",
+                "class_path": "infonce.trainer.checkpoint.RunCheckpoint",
                 "init_args": {
                     "dirpath": str(path.parent / "every_step"),
                     "filename": "{step}",

@@ -1,6 +1,6 @@
 """Take the trained backbone out of a MoCo checkpoint, and load it back as an ``nn.Module``.
 
-    python -m infonce.export runs/cpu_quick/checkpoints/last.ckpt -o backbone.pt
+    python -m infonce.trainer.export runs/cpu_quick/checkpoints/last.ckpt -o backbone.pt
 
 writes the query encoder's backbone (no projection head, no momentum encoder, no queue) as a
 plain dictionary that ``torch.load(path, weights_only=True)`` reads::
@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from infonce.backbones import FEATURE_DIMS, build_backbone
+from infonce.trainer.backbones import FEATURE_DIMS, build_backbone
 
 FORMAT, VERSION = "infonce-backbone", 1
 _PREFIX = "encoder.0."  # MoCo's query encoder is Sequential(backbone, head)
@@ -54,7 +54,7 @@ def backbone_from_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if "backbone" not in hparams or "state_dict" not in data:
         raise NotABackboneError(
             f"{path} is neither a MoCo checkpoint (no 'backbone' hyperparameter) nor a backbone "
-            f"exported by python -m infonce.export"
+            f"exported by python -m infonce.trainer.export"
         )
     architecture = {"backbone": hparams["backbone"], "cifar_stem": hparams.get("cifar_stem", True)}
     state = {k[len(_PREFIX) :]: v for k, v in data["state_dict"].items() if k.startswith(_PREFIX)}
@@ -124,7 +124,7 @@ def export_backbone(checkpoint: str | os.PathLike, output: str | os.PathLike) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m infonce.export",
+        prog="python -m infonce.trainer.export",
         description="Write the query encoder's backbone of a MoCo checkpoint as a state_dict "
         "file that torch.load(weights_only=True) and infonce.load_backbone read.",
     )

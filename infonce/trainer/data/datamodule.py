@@ -1,14 +1,14 @@
 """The LightningDataModule: CIFAR-10/100 or an image folder, seeded and exactly resumable.
 
-Two ways to serve batches, with the same sampler (:mod:`infonce.sampling`), so batches depend on
+Two ways to serve batches, with the same sampler (:mod:`.samplers`), so batches depend on
 (seed, epoch, position) only:
 
 - **resident** (the default for images up to 64 px): each split is decoded once into a uint8
-  tensor (:mod:`infonce.tensor_data`, cached on disk), kept on the training device, and every
+  tensor (:mod:`.resident`, cached on disk), kept on the training device, and every
   batch is one indexing operation plus batched per-sample augmentation
-  (:mod:`infonce.augment`) where the batch lies. No per-sample Python in the hot loop.
+  (:mod:`infonce.trainer.augment.views`) where the batch lies. No per-sample Python in the hot loop.
 - **loader**: PIL images through a DataLoader with workers, one seeded torchvision transform
-  per sample (:mod:`infonce.transforms`); for large images of arbitrary folders.
+  per sample (:mod:`infonce.trainer.augment.transforms`); for large images of arbitrary folders.
 
 The module's ``state_dict`` records how far the current epoch got; a resumed run starts its
 first epoch right there, even mid-epoch.
@@ -24,8 +24,21 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from infonce._checks import check_int
-from infonce.augment import MoCoV2Views, Normalize
-from infonce.datasets import (
+from infonce.trainer.augment.transforms import (
+    TwoViews,
+    crop_flip_transform,
+    eval_transform,
+    moco_v2_transform,
+)
+from infonce.trainer.augment.views import MoCoV2Views, Normalize
+from infonce.trainer.data.resident import (
+    TensorImageDataset,
+    ensure_cached,
+    keep_batch,
+    load_or_decode,
+)
+from infonce.trainer.data.samplers import ResumableSampler, SeededTransformDataset, ShardSampler
+from infonce.trainer.data.sources import (
     DATASETS,
     NORMALIZATION,
     build_dataset,
@@ -33,9 +46,6 @@ from infonce.datasets import (
     num_classes,
     subset_indices,
 )
-from infonce.sampling import ResumableSampler, SeededTransformDataset, ShardSampler
-from infonce.tensor_data import TensorImageDataset, ensure_cached, keep_batch, load_or_decode
-from infonce.transforms import TwoViews, crop_flip_transform, eval_transform, moco_v2_transform
 
 _STATS_IMAGES = 2000  # how many seeded train images estimate mean/std of a folder dataset
 
@@ -253,7 +263,7 @@ class ImageDataModule(L.LightningDataModule):
             "world_size": trainer.world_size,
             "seed": self.seed,
             "train_items": self.train_sampler.num_items,
-            # what a user of the trained backbone must feed it (infonce.export records it)
+            # what a user of the trained backbone must feed it (infonce.trainer.export records it)
             "image_size": self.image_size,
             "mean": [float(v) for v in self.mean],
             "std": [float(v) for v in self.std],

@@ -198,7 +198,8 @@ class SeededTransformDataset(Dataset):
     plain int key uses the current global RNG (fine for deterministic eval transforms).
 
     Args:
-        base: Yields (PIL image, int label), e.g. from :func:`infonce.datasets.build_dataset`.
+        base: Yields (PIL image, int label), e.g. from
+            :func:`infonce.trainer.data.sources.build_dataset`.
         transform: PIL image -> tensor, or -> (view1, view2) for :class:`TwoViews`.
         indices: Optional base indices to keep; item i is then ``base[indices[i]]``.
 

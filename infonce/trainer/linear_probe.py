@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from infonce.distributed import gather_rows, single_process_gather
-from infonce.export import build_from_architecture, read_backbone
-from infonce.resume import check_resumed_hyperparameters
+from infonce.trainer.export import build_from_architecture, read_backbone
+from infonce.trainer.resume import check_resumed_hyperparameters
 
 
 class PretrainedNotFoundError(FileNotFoundError):
@@ -25,14 +25,15 @@ class LinearProbe(L.LightningModule):
     gradients. Its features pass through a BatchNorm without affine parameters before the
     linear layer (as MAE's linear probe), which makes one learning rate work across backbones.
 
-    The backbone is read with :func:`infonce.export.read_backbone` (``weights_only=True``) and
-    its architecture is recorded in the probe's hyperparameters, so a probe checkpoint holds
-    everything it needs: it loads (``LinearProbe.load_from_checkpoint``, ``--ckpt_path``) also
-    after the MoCo checkpoint was moved or deleted.
+    The backbone is read with :func:`infonce.trainer.export.read_backbone`
+    (``weights_only=True``) and its architecture is recorded in the probe's hyperparameters, so
+    a probe checkpoint holds everything it needs: it loads
+    (``LinearProbe.load_from_checkpoint``, ``--ckpt_path``) also after the MoCo checkpoint was
+    moved or deleted.
 
     Args:
         pretrained: a MoCo checkpoint (e.g. ``runs/moco_cifar10/checkpoints/last.ckpt``) or a
-            backbone exported by ``python -m infonce.export``.
+            backbone exported by ``python -m infonce.trainer.export``.
         num_classes: classes of the dataset (checked against the data module at setup).
         lr, weight_decay, sgd_momentum: SGD with a cosine decay over the run.
         logits_file: if set, ``test`` also saves the test split's logits and labels there,

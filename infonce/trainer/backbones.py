@@ -242,3 +242,17 @@ def build_backbone(name: str, bn_splits: int = 1, cifar_stem: bool = True) -> tu
         encoder.maxpool = nn.Identity()
     encoder.fc = nn.Identity()
     return encoder, dim
+
+
+def projection_head(
+    in_dim: int, out_dim: int, kind: str, hidden_dim: int | None = None
+) -> nn.Module:
+    """MoCo v1's linear head, or v2's two-layer MLP ``Linear-ReLU-Linear``."""
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "mlp":
+        hidden_dim = hidden_dim or in_dim
+        return nn.Sequential(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+        )
+    raise ValueError(f"head must be 'linear' or 'mlp', got {kind!r}")

@@ -1,7 +1,8 @@
 """The raw image datasets (PIL image, int label), with errors that say how to fix them.
 
-``build_dataset`` returns a dataset with no transform: :class:`infonce.data.SeededTransformDataset`
-applies the transform, so that augmentations can be seeded per sample.
+``build_dataset`` returns a dataset with no transform:
+:class:`infonce.trainer.data.samplers.SeededTransformDataset` applies the transform, so that
+augmentations can be seeded per sample.
 """
 
 import os
@@ -14,7 +15,7 @@ from torchvision.datasets.folder import find_classes
 from torchvision.transforms.functional import pil_to_tensor
 
 from infonce._checks import check_int
-from infonce.transforms import ResizeIfNeeded
+from infonce.trainer.augment.transforms import ResizeIfNeeded
 
 DATASETS = ("cifar10", "cifar100", "folder")
 

@@ -2,7 +2,8 @@
 
 All of them use the classic ``torchvision.transforms`` (v1) API, which draws every random
 number from torch's global CPU generator. That is what lets
-:class:`infonce.data.SeededTransformDataset` make an augmentation a pure function of a
+:class:`~infonce.trainer.data.samplers.SeededTransformDataset`
+make an augmentation a pure function of a
 per-sample seed: seed the global generator, apply the transform, restore the generator.
 
 Every transform maps a PIL image to a float32 tensor (3, size, size), normalised with

@@ -8,9 +8,9 @@ torchvision's ``RandomResizedCrop``, ``RandomApply([ColorJitter])``, ``RandomGra
 ``RandomHorizontalFlip``, and the batch is transformed by tensor ops on whatever device it
 lives on:
 
-- crop + resize + flip (:mod:`infonce.crop`): two batched matrix products ``Ry @ image @
-  Rx.T`` with the weights of torch's antialiased bilinear resize, the flip a mirrored ``Rx``;
-- brightness, contrast, saturation and hue (:mod:`infonce.color`): per image, each op at each
+- crop + resize + flip (:mod:`.crop`): two batched matrix products ``Ry @ image @ Rx.T``
+  with the weights of torch's antialiased bilinear resize, the flip a mirrored ``Rx``;
+- brightness, contrast, saturation and hue (:mod:`.color`): per image, each op at each
   step on just the images whose random order has it there; then grayscale, then normalise.
 
 Every piece matches torchvision's tensor functions on float images to float32 rounding (hue
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from infonce._checks import check_int, check_unit_interval
-from infonce.color import (
+from infonce.trainer.augment.color import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -35,7 +35,7 @@ from infonce.color import (
     grayscale,
     rgb_to_grayscale,
 )
-from infonce.crop import check_range, resized_crop, sample_crop_params
+from infonce.trainer.augment.crop import check_range, resized_crop, sample_crop_params
 
 __all__ = [
     "MoCoV2Views",

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchvision.transforms.functional import pil_to_tensor
 
-from infonce.datasets import build_dataset
-from infonce.sampling import sample_seed
-from infonce.tensor_data import TensorImageDataset, decode, fingerprint, load_or_decode
+from infonce.trainer.data.resident import TensorImageDataset, decode, fingerprint, load_or_decode
+from infonce.trainer.data.samplers import sample_seed
+from infonce.trainer.data.sources import build_dataset
 
 
 def folder(root, train=True):
@@ -41,7 +41,9 @@ def test_cache_is_written_once_and_read_back_identically(tiny_folder, tmp_path, 
     first = load_or_decode(dataset, 32, cache_dir=tmp_path, progress=False)
     (cached,) = tmp_path.glob("*.pt")
     assert not list(tmp_path.glob(".tmp-*"))  # written atomically, nothing left over
-    monkeypatch.setattr("infonce.tensor_data.decode", lambda *a, **k: pytest.fail("decoded"))
+    monkeypatch.setattr(
+        "infonce.trainer.data.resident.decode", lambda *a, **k: pytest.fail("decoded")
+    )
     second = load_or_decode(dataset, 32, cache_dir=tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert cached.name.startswith("imagefolder-24-32px-")

@@ -1,7 +1,7 @@
 """The command line of ``train.py``: LightningCLI over any LightningModule and ImageDataModule.
 
 Every output of a run goes under ``trainer.default_root_dir`` (the run folder, one flag):
-``checkpoints/`` (:class:`infonce.checkpoint.RunCheckpoint`), and ``logs/version_N/`` per
+``checkpoints/`` (:class:`infonce.trainer.checkpoint.RunCheckpoint`), and ``logs/version_N/`` per
 command (CSV metrics, TensorBoard events when installed, the ``config.yaml`` it ran with).
 """
 
@@ -14,19 +14,19 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from infonce.checkpoint import (
+from infonce.trainer.checkpoint import (
     NonFiniteStateError,
     RunCheckpoint,
     RunFolderInUseError,
     RunStopped,
     check_new_run_folder,
 )
-from infonce.data import ImageDataModule
-from infonce.datasets import DatasetNotFoundError
-from infonce.export import NotABackboneError
-from infonce.linear_probe import PretrainedNotFoundError
-from infonce.moco import BNGuardError, NonFiniteLossError
-from infonce.resume import ResumeConflictError
+from infonce.trainer.data.datamodule import ImageDataModule
+from infonce.trainer.data.sources import DatasetNotFoundError
+from infonce.trainer.export import NotABackboneError
+from infonce.trainer.linear_probe import PretrainedNotFoundError
+from infonce.trainer.moco import BNGuardError, NonFiniteLossError
+from infonce.trainer.resume import ResumeConflictError
 
 # Errors that end a run with their message alone: each says what happened and what to do.
 CLEAR_ERRORS = (
@@ -51,7 +51,7 @@ class CLI(LightningCLI):
       TensorBoardLogger beside it when tensorboard is installed);
     - ``--ckpt_path FILE`` does not parse the checkpoint's hyperparameters over the command
       line: the run uses its own configuration and the module checks it against the
-      checkpoint (:mod:`infonce.resume`), so an explicit ``--model.lr`` is never dropped;
+      checkpoint (:mod:`infonce.trainer.resume`), so an explicit ``--model.lr`` is never dropped;
     - a new ``fit`` refuses to start in a run folder that holds another run's checkpoints.
     """
 

@@ -10,7 +10,7 @@ Use it from a LightningCLI config::
 
     trainer:
       plugins:
-        - class_path: infonce.checkpoint_io.AtomicCheckpointIO
+        - class_path: infonce.trainer.checkpoint_io.AtomicCheckpointIO
 """
 
 import contextlib

@@ -3,8 +3,9 @@
 Small images (CIFAR: 32x32) cost far more to decode and augment one by one in Python than to
 train on. So the split is decoded once into ``images`` (N, 3, S, S) uint8 and ``labels`` (N,),
 saved under a cache folder keyed by the source files (paths, sizes, modification times), kept
-on the training device, and a batch is one index operation; :mod:`infonce.augment` then
-augments it there as a batch. CIFAR-10 train is 150 MiB as uint8.
+on the training device, and a batch is one index operation;
+:mod:`infonce.trainer.augment.views` then augments it there as a batch. CIFAR-10 train is
+150 MiB as uint8.
 """
 
 import hashlib
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 
-from infonce.transforms import ResizeIfNeeded
+from infonce.trainer.augment.transforms import ResizeIfNeeded
 
 CACHE_FORMAT = 1  # bump when the cached content changes meaning
 
@@ -87,8 +88,8 @@ def decode(
 
     CIFAR at size 32 is a reshape of the arrays torchvision already holds; other images are
     decoded with PIL, resized (short side) and center-cropped as the eval transform does
-    (:class:`infonce.transforms.ResizeIfNeeded`), by ``num_workers`` processes, with a
-    progress bar when ``progress``.
+    (:class:`infonce.trainer.augment.transforms.ResizeIfNeeded`), by ``num_workers``
+    processes, with a progress bar when ``progress``.
 
     Returns:
         ``(images, labels)``: (N, 3, S, S) uint8 and (N,) int64.
@@ -177,10 +178,11 @@ class TensorImageDataset(Dataset):
 
     The DataLoader hands a whole batch of keys to :meth:`__getitems__` (use it with
     ``collate_fn=`` :func:`keep_batch`), which indexes the images once and applies
-    ``transform`` to the uint8 batch where it lies (e.g. :class:`infonce.augment.MoCoV2Views`
-    on the GPU). Keys are indices, or ``(index, sample_seed)`` from
-    :class:`infonce.sampling.ResumableSampler`: then a generator seeded with the first key's
-    seed drives the batch's augmentation, so a batch depends on (seed, epoch, position) only.
+    ``transform`` to the uint8 batch where it lies (e.g.
+    :class:`infonce.trainer.augment.views.MoCoV2Views` on the GPU). Keys are indices, or
+    ``(index, sample_seed)`` from :class:`infonce.trainer.data.samplers.ResumableSampler`:
+    then a generator seeded with the first key's seed drives the batch's augmentation, so a
+    batch depends on (seed, epoch, position) only.
 
     Args:
         images: (N, 3, S, S) uint8.

@@ -17,20 +17,12 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from infonce._checks import check_int, check_temperature
-from infonce.backbones import build_backbone
-from infonce.diagnostics import (
-    alignment,
-    contrastive_entropy,
-    hardest_negative_similarity,
-    uniformity,
-)
+from infonce.diagnostics import embedding_diagnostics
 from infonce.distributed import single_process_gather
 from infonce.info_nce import info_nce_stats
 from infonce.knn import sharded_knn_accuracy
 from infonce.memory_queue import MemoryQueue
 from infonce.momentum import cosine_momentum, momentum_update
-from infonce.resume import check_resumed_hyperparameters
-from infonce.rng import restore_rng_states, rng_states
 from infonce.shuffle_bn import (
     BN_GUARDS,
     encode_shuffled,
@@ -38,6 +30,9 @@ from infonce.shuffle_bn import (
     key_permutation,
 )
 from infonce.temperature import LearnableTemperature
+from infonce.trainer.backbones import build_backbone, projection_head
+from infonce.trainer.resume import check_resumed_hyperparameters
+from infonce.trainer.rng import restore_rng_states, rng_states
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -46,20 +41,6 @@ class NonFiniteLossError(FloatingPointError):
 
 class BNGuardError(ValueError):
     """The BatchNorm guard asked for cannot run on this setup."""
-
-
-def projection_head(
-    in_dim: int, out_dim: int, kind: str, hidden_dim: int | None = None
-) -> nn.Module:
-    """MoCo v1's linear head, or v2's two-layer MLP ``Linear-ReLU-Linear``."""
-    if kind == "linear":
-        return nn.Linear(in_dim, out_dim)
-    if kind == "mlp":
-        hidden_dim = hidden_dim or in_dim
-        return nn.Sequential(
-            nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
-        )
-    raise ValueError(f"head must be 'linear' or 'mlp', got {kind!r}")
 
 
 class MoCo(L.LightningModule):
@@ -121,8 +102,8 @@ class MoCo(L.LightningModule):
 
     On resume, this run's hyperparameters are used; ``RESUME_FIXED`` ones (the shapes of the
     saved state) must equal the checkpoint's, the others may differ and are reported (see
-    :mod:`infonce.resume`); SGD's momentum and weight decay are re-applied over the optimizer
-    state the checkpoint restores.
+    :mod:`infonce.trainer.resume`); SGD's momentum and weight decay are re-applied over the
+    optimizer state the checkpoint restores.
 
     Logged: ``train/loss``, ``train/acc`` ((K+1)-way top-1 of the positive), ``train/pos_logit``,
     ``train/neg_logit`` (means of the logits, i.e. similarity / T), ``train/lr``,
@@ -514,15 +495,9 @@ class MoCo(L.LightningModule):
         q = F.normalize(self.encoder(x1).float(), dim=1)  # (n, dim)
         k = F.normalize(self.momentum_encoder(x2).float(), dim=1)  # (n, dim)
         negatives = self.queue.negatives() if int(self.queue.filled) > 0 else None  # (K, dim)
-        values = {
-            "val/alignment": alignment(q, k),
-            "val/uniformity": uniformity(q),
-            "val/entropy": contrastive_entropy(q, k, negatives, self.current_temperature()),
-        }
-        if negatives is not None:
-            values["val/hardest_negative"] = hardest_negative_similarity(q, negatives)
+        values = embedding_diagnostics(q, k, negatives, self.current_temperature())
         for name, value in values.items():  # the same on every rank: "max" keeps it exact
-            self.log(name, value, sync_dist=True, reduce_fx="max")
+            self.log(f"val/{name}", value, sync_dist=True, reduce_fx="max")
 
     # ---- checkpoints ----------------------------------------------------------------------
     RESUME_FIXED = (

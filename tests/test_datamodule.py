@@ -6,23 +6,23 @@ import torch
 from torch import nn
 from torch.utils.data import DistributedSampler
 
-import infonce.data
-from infonce.data import ImageDataModule
-from infonce.datasets import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    build_dataset,
-    channel_mean_std,
-    subset_indices,
-)
-from infonce.sampling import (
+import infonce.trainer.data.datamodule
+from infonce.trainer.augment.transforms import TwoViews, moco_v2_transform
+from infonce.trainer.data.datamodule import ImageDataModule
+from infonce.trainer.data.samplers import (
     ResumableSampler,
     SeededTransformDataset,
     ShardSampler,
     _splitmix64,
     sample_seed,
 )
-from infonce.transforms import TwoViews, moco_v2_transform
+from infonce.trainer.data.sources import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    build_dataset,
+    channel_mean_std,
+    subset_indices,
+)
 
 FOLDER_STATS = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 
@@ -464,13 +464,13 @@ def test_lightning_fit_sets_the_sampler_epoch_each_epoch(tiny_folder):
 
 def test_prepare_data_downloads_once_and_setup_only_reads(tiny_folder, monkeypatch, tmp_path):
     calls = []
-    original = infonce.data.build_dataset
+    original = infonce.trainer.data.datamodule.build_dataset
 
     def spy(dataset, root, train, download):
         calls.append((train, download))
         return original(dataset, root, train, download)
 
-    monkeypatch.setattr(infonce.data, "build_dataset", spy)
+    monkeypatch.setattr(infonce.trainer.data.datamodule, "build_dataset", spy)
     module = _folder_module(tiny_folder, download=True, resident=True, cache_dir=str(tmp_path))
     module.prepare_data()  # Lightning: once per node, before every rank's setup
     assert calls == [(True, True), (False, True)]

@@ -10,7 +10,12 @@ from PIL import Image
 from torchvision.datasets import CIFAR10
 from torchvision.transforms.functional import pil_to_tensor
 
-from infonce.datasets import build_dataset, channel_mean_std, num_classes, subset_indices
+from infonce.trainer.data.sources import (
+    build_dataset,
+    channel_mean_std,
+    num_classes,
+    subset_indices,
+)
 
 
 def test_missing_cifar10_error_names_expected_files_download_and_data_root(tmp_path):
