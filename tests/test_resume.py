@@ -175,3 +175,18 @@ def test_run_ended_by_max_epochs_saves_its_final_step(tiny_folder, tmp_path):
     ckpt = load(tmp_path / "runs/cpu_quick/checkpoints/last.ckpt")
     assert ckpt["global_step"] == 6  # not 4, the last multiple of the interval
     assert torch.isfinite(ckpt["state_dict"]["queue.queue"]).all()
+
+
+def test_a_learned_temperature_resumes_exactly_with_its_optimizer_state(tiny_folder, tmp_path):
+    config = config_with(tmp_path / "plain.yaml")
+    args = common(tiny_folder, config, "--model.learnable_temperature", "true",
+                  "--trainer.check_val_every_n_epoch", "1")  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    run_train(["fit", *args, "--trainer.max_steps", "8"], cwd=straight)
+    run_train(["fit", *args, "--trainer.max_steps", "4"], cwd=resumed)
+    run_train(["fit", *args, "--trainer.max_steps", "8", "--ckpt_path", "last"], cwd=resumed)
+    a, b = (load(d / "runs/cpu_quick/checkpoints/last.ckpt") for d in (straight, resumed))
+    assert_same_training_state(a, b)
+    assert a["state_dict"]["temperature.log_scale"] != torch.log(torch.tensor(1 / 0.1))  # moved
+    assert len(a["optimizer_states"][0]["param_groups"]) == 2  # encoder, temperature (no decay)
