@@ -147,6 +147,10 @@ def _contrast(
     """Per-anchor ``-mean_{p in P(a)} log softmax_{j != a}(z_a . z_j / T)_p``, P(a) the
     other rows of the anchor's ``group``; 0 where P(a) is empty.
 
+    ``log softmax_p = l_ap - lse_a``, so the mean over P(a) is ``mean_p l_ap - lse_a``, and
+    ``sum_p l_ap = z_a . (sum of the group's rows - z_a) / T``: one product with the group
+    sums instead of a (M, M) mask. Only the logits and their log-sum-exp are (C, M).
+
     Shape: z (M, D), group (M,) integer; output (M,).
     """
     temperature = check_temperature(temperature, allow_tensor=True)
@@ -159,27 +163,33 @@ def _contrast(
             temperature = temperature.to(device=z.device, dtype=dtype)
         z = z.to(dtype)
         z = F.normalize(z, dim=1) if normalize else z
+        _, which = torch.unique(group, return_inverse=True)  # (M,) group index 0..G-1
+        sums = z.new_zeros(int(which.max()) + 1, z.shape[1]).index_add(0, which, z)  # (G, D)
+        positives = torch.bincount(which)[which] - 1  # (M,) |P(a)|
+        others = sums[which] - z  # (M, D): sum of each anchor's positives
+        if M == 1:  # one view of one sample: no positive, no softmax (its lse would be -inf)
+            return z[:, 0] * 0.0
         step = M if chunk_size is None else chunk_size
         parts = []
         for start in range(0, M, step):
-            rows = torch.arange(start, min(start + step, M), device=z.device)  # (C,)
+            end = min(start + step, M)
             if chunk_size is None or not torch.is_grad_enabled():
-                parts.append(_anchor_rows(z, rows, group, temperature))
+                parts.append(_anchor_rows(z, start, end, others, positives, temperature))
             else:  # the (C, M) logits are recomputed in backward instead of kept
-                parts.append(checkpoint(_anchor_rows, z, rows, group, temperature,
-                                        use_reentrant=False))  # fmt: skip
-        return torch.cat(parts)
+                parts.append(checkpoint(_anchor_rows, z, start, end, others, positives,
+                                        temperature, use_reentrant=False))  # fmt: skip
+        total = torch.cat(parts)  # (M,) sum over P(a) of log softmax
+        return torch.where(positives > 0, -total / positives.clamp_min(1), 0.0)
 
 
-def _anchor_rows(z: Tensor, rows: Tensor, group: Tensor, temperature) -> Tensor:
-    """The loss of anchors ``rows`` (C,): z (M, D), group (M,) -> (C,)."""
-    logits = z[rows] @ z.T / temperature  # (C, M)
-    self_mask = rows[:, None] == torch.arange(z.shape[0], device=z.device)  # (C, M): j == a
-    same = group[rows][:, None] == group  # (C, M)
-    logits = logits.masked_fill(self_mask, -torch.inf)  # A(a): every view but a itself
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (C, M)
-    positive = same & ~self_mask  # (C, M) P(a)
-    count = positive.sum(dim=1)  # (C,)
-    # where(): log_prob is -inf on the diagonal, and -inf * 0 would be nan
-    total = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)  # (C,)
-    return -total / count.clamp_min(1)
+def _anchor_rows(
+    z: Tensor, start: int, end: int, others: Tensor, positives: Tensor, temperature
+) -> Tensor:
+    """``sum_{p in P(a)} log softmax_p = sum_p l_ap - |P(a)| lse_a`` of the C anchors
+    ``start:end``: z (M, D), others (M, D), positives (M,) -> (C,)."""
+    anchors = z[start:end]  # (C, D)
+    logits = anchors @ z.T / temperature  # (C, M)
+    logits.diagonal(offset=start).fill_(-torch.inf)  # A(a): every view but a itself
+    lse = torch.logsumexp(logits, dim=1)  # (C,)
+    positive_logits = (anchors * others[start:end]).sum(dim=1) / temperature  # (C,)
+    return positive_logits - positives[start:end] * lse

@@ -88,6 +88,9 @@ def test_supcon_is_safe_for_anchors_without_positives():
     assert loss.item() == 0.0
     loss.backward()
     assert torch.equal(f.grad, torch.zeros_like(f))
+    single = _views(N=1, V=1).requires_grad_()  # one view of one image: no softmax at all
+    supcon(single).backward()
+    assert torch.equal(single.grad, torch.zeros_like(single))
     loss = supcon(f, torch.tensor([0, 0, 1, 2]), reduction="none")  # only two anchors count
     assert torch.isfinite(loss).all() and loss[2:].eq(0).all() and loss[:2].gt(0).all()
 

@@ -186,7 +186,7 @@ def test_cosine_momentum_schedule_reaches_one_at_the_end(tiny_folder):
     [
         ("temperature", 0.0, "temperature must be a positive finite number, got 0.0"),
         ("knn_temperature", -1.0, "knn_temperature must be a positive finite number"),
-        ("momentum", 1.5, r"momentum must be in \[0, 1\], got 1.5"),
+        ("momentum", 1.5, r"momentum must be a number in \[0, 1\], got 1.5"),
         ("queue_size", 0, "queue_size must be an integer >= 1, got 0"),
         ("diagnostics_images", -1, "diagnostics_images must be an integer >= 0, got -1"),
         ("head", "deep", "head must be 'linear' or 'mlp', got 'deep'"),

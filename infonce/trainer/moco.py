@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from infonce._checks import check_int, check_temperature
+from infonce._checks import check_int, check_temperature, check_unit_interval
 from infonce.diagnostics import embedding_diagnostics
 from infonce.distributed import single_process_gather
 from infonce.info_nce import info_nce_stats
@@ -146,8 +146,7 @@ class MoCo(L.LightningModule):
         self.save_hyperparameters()
         check_temperature(temperature)
         check_temperature(knn_temperature, "knn_temperature")
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        check_unit_interval(momentum, "momentum")
         for name, value, allowed in (
             ("nonfinite_loss", nonfinite_loss, ("error", "skip")),
             ("bn_guard", bn_guard, BN_GUARDS),
