@@ -2,7 +2,7 @@
 
     python benchmarks/temperature_sweep.py                          # cpu_quick, T 0.05 .. 0.5
     python benchmarks/temperature_sweep.py 0.07 learnable           # only these runs
-    python benchmarks/temperature_sweep.py --out runs/sweep -- --trainer.max_epochs 10
+    python benchmarks/temperature_sweep.py --out runs/sweep --train-args --trainer.max_epochs 10
 
 Each value is one ``train.py fit`` of ``--config`` (``configs/cpu_quick.yaml`` by default) on the
 60,000 images of ``../shared/datasets/cifar10-jpeg.tar.xz`` with ``--model.temperature T``;
@@ -16,6 +16,7 @@ slightly below the original pickled CIFAR-10.
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import time
@@ -54,10 +55,12 @@ def run_one(name: str, config: Path, data_root: Path, run: Path, extra: list[str
     subprocess.run(command, check=True, cwd=run)
     wall = time.perf_counter() - start
     temperature = read_metrics(run).get("train/temperature")
+    fixed = math.nan if name == "learnable" else float(name)
     return {
         "run": name,
         "knn_top1": [v for _, v in knn_top1(run)],
-        "final_temperature": temperature[-1][1] if temperature else float(name),
+        # a learnable run that logged no temperature is reported as nan, not as a guess
+        "final_temperature": temperature[-1][1] if temperature else fixed,
         "wall_min": wall / 60,
         "command": " ".join(command),
         "date": time.strftime("%Y-%m-%d"),

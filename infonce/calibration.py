@@ -69,8 +69,13 @@ class TemperatureScaler(nn.Module):
         """Set ``T`` to the minimiser of ``NLL(logits / T, labels)`` over ``[1 / max, max]``.
 
         On data the logits already separate perfectly the NLL keeps falling as ``T -> 0``;
-        the bound is then returned with a warning.
+        a bound reached is returned with a warning.
+
+        Raises:
+            ValueError: bad logits or labels (see the class), ``max_temperature`` <= 1.
         """
+        if not (isinstance(max_temperature, int | float) and 1.0 < max_temperature < math.inf):
+            raise ValueError(f"max_temperature must be finite and > 1, got {max_temperature!r}")
         N, C = _check_logits(logits)
         _check_labels(labels, N, C)
         z = logits.detach().to(torch.float64)
@@ -86,6 +91,7 @@ class TemperatureScaler(nn.Module):
 
         low, high = 1.0 / max_temperature, max_temperature  # the bracket on beta = 1/T
         if slope_and_curvature(low)[0] >= 0:  # NLL rising from the smallest beta on
+            warnings.warn(f"NLL still falls at T = {1 / low:g}: returning that bound", stacklevel=2)
             beta = low
         elif slope_and_curvature(high)[0] <= 0:
             warnings.warn(f"NLL still falls at T = 1/{high:g}: returning that bound", stacklevel=2)

@@ -103,10 +103,11 @@ def hardest_negative_similarity(
     if top_k > negatives.shape[0]:
         raise ValueError(f"top_k must be <= K = {negatives.shape[0]}, got {top_k}")
     dtype = torch.promote_types(query.dtype, torch.float32)
-    q, n = query.to(dtype), negatives.to(dtype)
-    if normalize:
-        q, n = F.normalize(q, dim=1), F.normalize(n, dim=1)
-    return (q @ n.T).topk(top_k, dim=1).values.mean()  # (N, K) -> (N, top_k) -> ()
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        q, n = query.to(dtype), negatives.to(dtype)
+        if normalize:
+            q, n = F.normalize(q, dim=1), F.normalize(n, dim=1)
+        return (q @ n.T).topk(top_k, dim=1).values.mean()  # (N, K) -> (N, top_k) -> ()
 
 
 def embedding_diagnostics(

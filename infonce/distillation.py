@@ -65,7 +65,10 @@ def distillation_loss(
             temperature = temperature.to(device=student_logits.device, dtype=dtype)
         log_p_student = F.log_softmax(student_logits.to(dtype) / temperature, dim=-1)
         log_p_teacher = F.log_softmax(teacher_logits.to(dtype) / temperature, dim=-1)
-        kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=-1)  # (*)
+        p_teacher = log_p_teacher.exp()
+        # where(): a class at -inf in both (a masked vocabulary) has p = 0 and adds 0, not nan
+        terms = torch.where(p_teacher > 0, p_teacher * (log_p_teacher - log_p_student), 0.0)
+        kl = terms.sum(dim=-1)  # (*)
         loss = kl * temperature**2
     if reduction == "none":
         return loss

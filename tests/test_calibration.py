@@ -97,3 +97,12 @@ ZEROS4 = torch.zeros(4, dtype=torch.long)
 def test_bad_inputs_are_value_errors_naming_them(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_max_temperature_must_exceed_one_and_either_bound_warns():
+    logits, labels = _calibrated_logits(N=500)
+    with pytest.raises(ValueError, match="max_temperature must be finite and > 1, got 0.5"):
+        TemperatureScaler().fit(logits, labels, max_temperature=0.5)
+    with pytest.warns(UserWarning, match="NLL still falls at T = 2"):
+        scaler = TemperatureScaler().fit(logits * 5, labels, max_temperature=2.0)
+    assert scaler.temperature == pytest.approx(2.0)

@@ -111,3 +111,11 @@ def test_embedding_diagnostics_gathers_the_four_and_drops_the_negative_one_witho
         "hardest_negative": hardest_negative_similarity(q, n),
     }
     assert set(embedding_diagnostics(q, k, None)) == {"alignment", "uniformity", "entropy"}
+
+
+def test_hardest_negative_similarity_is_float32_under_bfloat16_autocast():
+    q, n = _unit(4).float(), _unit(20, seed=4).float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = hardest_negative_similarity(q, n)
+    assert value.dtype == torch.float32
+    assert value.item() == pytest.approx(hardest_negative_similarity(q, n).item(), rel=1e-6)

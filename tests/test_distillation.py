@@ -105,3 +105,13 @@ def test_float32_under_bfloat16_autocast():
 def test_bad_inputs_are_value_errors_naming_them(args, match):
     with pytest.raises(ValueError, match=match):
         distillation_loss(*args)
+
+
+def test_a_class_masked_in_both_adds_nothing_instead_of_nan():
+    s = torch.tensor([[1.0, 2.0, -torch.inf]], requires_grad=True)
+    t = torch.tensor([[0.5, 2.5, -torch.inf]])
+    loss = distillation_loss(s, t, 2.0)
+    expected = distillation_loss(s[:, :2].detach(), t[:, :2], 2.0)
+    assert loss.item() == pytest.approx(expected.item())
+    loss.backward()
+    assert torch.isfinite(s.grad[:, :2]).all()

@@ -88,8 +88,8 @@ def test_minus_inf_logits_are_never_drawn():
     [
         ({"temperature": -1.0}, "temperature must be a finite number >= 0"),
         ({"top_k": 0}, "top_k must be an integer >= 1"),
-        ({"top_p": 0.0}, r"top_p must be in \(0, 1\]"),
-        ({"top_p": 1.5}, r"top_p must be a number in \[0, 1\]"),
+        ({"top_p": 0.0}, r"top_p must be a number in \(0, 1\], got 0.0"),
+        ({"top_p": 1.5}, r"top_p must be a number in \(0, 1\], got 1.5"),
         ({"logits": torch.full((2, 3), -torch.inf)}, "at least one finite entry per row"),
         ({"logits": torch.ones(2, 3, dtype=torch.long)}, "logits must be a floating-point"),
     ],
@@ -98,3 +98,27 @@ def test_bad_arguments_are_value_errors_naming_them(kwargs, match):
     kwargs = {"logits": torch.randn(2, 3), **kwargs}
     with pytest.raises(ValueError, match=match):
         sample_with_temperature(**kwargs)
+
+
+def _seeded(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_a_0d_tensor_temperature_is_read_once():
+    logits = torch.tensor([[0.0, 3.0, 1.0]])
+    assert sample_with_temperature(logits, torch.tensor(0.0)).tolist() == [1]
+    a = sample_with_temperature(logits, torch.tensor(0.7), generator=_seeded(1))
+    b = sample_with_temperature(logits, 0.7, generator=_seeded(1))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "logits, temperature, match",
+    [
+        (torch.tensor([[0.0, torch.inf]]), 1.0, "no nan and no \\+inf"),
+        (torch.tensor([[0.0, 1.0]]), 1e-40, "temperature 1e-40 is too small"),
+    ],
+)
+def test_logits_that_would_break_the_softmax_are_value_errors(logits, temperature, match):
+    with pytest.raises(ValueError, match=match):
+        sample_with_temperature(logits, temperature)

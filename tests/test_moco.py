@@ -293,7 +293,7 @@ def test_resuming_with_another_queue_size_is_refused_naming_both_values(tiny_fol
         )
 
 
-def test_a_validation_that_sees_no_queries_logs_nothing(tiny_folder):
+def test_a_validation_that_sees_no_queries_logs_no_knn_figure(tiny_folder):
     """Lightning's sanity check runs 2 batches: with the memory first, they hold no query."""
     model = tiny_moco()
     metrics = trainer(limit_val_batches=2).validate(
@@ -422,3 +422,25 @@ def test_learned_temperature_gets_the_gradient_of_the_training_loss(tiny_folder)
     loss, _ = model.contrast(x, x.flip(3))
     (grad,) = torch.autograd.grad(loss, model.temperature.log_scale)
     assert torch.isfinite(grad) and grad.item() != 0.0
+
+
+def test_diagnostics_skip_a_datamodule_with_one_view_per_image(tiny_folder):
+    data = tiny_data(tiny_folder, augmentation="crop_flip")
+    metrics = trainer(limit_val_batches=1.0).validate(tiny_moco(), data, verbose=False)
+    assert list(metrics[0]) == ["val/knn_top1"]
+
+
+def test_a_checkpoint_from_before_learnable_temperature_counts_as_a_fixed_t(tiny_folder, tmp_path):
+    t = trainer(max_steps=1, default_root_dir=tmp_path)
+    t.fit(tiny_moco(), tiny_data(tiny_folder))
+    t.save_checkpoint(tmp_path / "a.ckpt")
+    old = torch.load(tmp_path / "a.ckpt", weights_only=False)
+    del old["hyper_parameters"]["learnable_temperature"]  # as written by earlier versions
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.raises(
+        ResumeConflictError, match=r"learnable_temperature=True \(checkpoint: False\)"
+    ):
+        trainer(max_steps=2).fit(
+            tiny_moco(learnable_temperature=True), tiny_data(tiny_folder),
+            ckpt_path=tmp_path / "old.ckpt",
+        )  # fmt: skip

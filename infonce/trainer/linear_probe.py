@@ -151,10 +151,12 @@ class LinearProbe(L.LightningModule):
         return logits
 
     def _log_top1(self, split: str) -> None:
-        if self._counts is None:
-            return
-        correct, seen = self.trainer.strategy.reduce(self._counts.double(), reduce_op="sum")
+        # every rank reduces (a rank that saw no batch adds zeros), or the collective hangs
+        counts = self._counts if self._counts is not None else torch.zeros(2, device=self.device)
         self._counts = None
+        correct, seen = self.trainer.strategy.reduce(counts.double(), reduce_op="sum")
+        if seen == 0:
+            return
         top1 = 100.0 * correct / seen  # the same on every rank: "max" keeps it exact
         self.log(f"{split}/top1", top1.float(), prog_bar=True, sync_dist=True, reduce_fx="max")
 

@@ -205,7 +205,7 @@ class MoCo(L.LightningModule):
         self._last_batch_end: float | None = None  # for the images/s readout
         self._skipped_steps = 0
         self._saved_schedule_steps: int | None = None  # of a resumed checkpoint, if any
-        self._fixed_views: tuple[Tensor, Tensor] | None = None  # for the diagnostics
+        self._fixed_views: tuple[object, tuple[Tensor, Tensor]] | None = None  # (datamodule, views)
 
     def setup(self, stage: str) -> None:
         """Spare the queue DDP's buffer broadcast; set up and check the BatchNorm guard."""
@@ -485,11 +485,13 @@ class MoCo(L.LightningModule):
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if n == 0 or not hasattr(datamodule, "fixed_views"):
             return
-        if self._fixed_views is None:
-            self._fixed_views = datamodule.fixed_views(n)  # two (n, 3, S, S)
+        if getattr(datamodule, "augmentation", "moco_v2") != "moco_v2":
+            return  # one view per image: no positive pairs to measure
+        if self._fixed_views is None or self._fixed_views[0] is not datamodule:
+            self._fixed_views = (datamodule, datamodule.fixed_views(n))  # two (n, 3, S, S)
         x1, x2 = (
             x.to(self.device).contiguous(memory_format=self._memory_format)
-            for x in self._fixed_views
+            for x in self._fixed_views[1]
         )
         q = F.normalize(self.encoder(x1).float(), dim=1)  # (n, dim)
         k = F.normalize(self.momentum_encoder(x2).float(), dim=1)  # (n, dim)
@@ -511,7 +513,8 @@ class MoCo(L.LightningModule):
             checkpoint["schedule_steps"] = self._total_steps()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("hyper_parameters", {})
+        # a checkpoint from before learnable_temperature existed had a fixed T
+        saved = {"learnable_temperature": False, **checkpoint.get("hyper_parameters", {})}
         what = f"the checkpoint of step {checkpoint.get('global_step', '?')}"
         check_resumed_hyperparameters(self.hparams, saved, self.RESUME_FIXED, what)
         if "rng_states" in checkpoint:
