@@ -388,7 +388,9 @@ def test_learnable_temperature_trains_without_weight_decay_and_is_logged(tiny_fo
     model = tiny_moco(learnable_temperature=True, temperature=0.1, lr=0.5, weight_decay=0.1)
     assert model.temperature().item() == pytest.approx(0.1)
     logged = {}
-    model.log = lambda name, value, **kw: logged.setdefault(name, []).append(float(value))
+    model.log = lambda name, value, **kw: logged.setdefault(name, []).append(
+        float(value.detach() if torch.is_tensor(value) else value)
+    )
     t = trainer(max_steps=4, default_root_dir=tmp_path)
     t.fit(model, tiny_data(tiny_folder))
     groups = {g["name"]: g for g in t.optimizers[0].param_groups}
