@@ -24,7 +24,6 @@ from pathlib import Path
 
 import torch
 from _common import cifar10_jpeg_root, machine
-from time_to_accuracy import knn_top1
 
 from infonce.plot import read_metrics
 
@@ -54,11 +53,12 @@ def run_one(name: str, config: Path, data_root: Path, run: Path, extra: list[str
     start = time.perf_counter()
     subprocess.run(command, check=True, cwd=run)
     wall = time.perf_counter() - start
-    temperature = read_metrics(run).get("train/temperature")
+    metrics = read_metrics(run)  # every logged curve of the run, read once
+    temperature = metrics.get("train/temperature")
     fixed = math.nan if name == "learnable" else float(name)
     return {
         "run": name,
-        "knn_top1": [v for _, v in knn_top1(run)],
+        "knn_top1": [v for _, v in metrics["val/knn_top1"]],
         # a learnable run that logged no temperature is reported as nan, not as a guess
         "final_temperature": temperature[-1][1] if temperature else fixed,
         "wall_min": wall / 60,

@@ -67,7 +67,7 @@ def nt_xent(
         )
     reduction = check_reduction(reduction)
     sample = torch.arange(z1.shape[0], device=z1.device).repeat(2)  # (2N,) views of one sample
-    loss = _contrast(torch.cat([z1, z2]), sample, temperature, normalize, chunk_size)  # (2N,)
+    loss, _ = _contrast(torch.cat([z1, z2]), sample, temperature, normalize, chunk_size)  # (2N,)
     return reduce_loss(loss, reduction)
 
 
@@ -129,21 +129,19 @@ def supcon(
     reduction = check_reduction(reduction)
     labels = labels.to(features.device)
     anchor_labels = labels.repeat_interleave(V)  # (N*V,) sample-major, as features.reshape
-    loss = _contrast(
+    loss, positives = _contrast(
         features.reshape(N * V, D), anchor_labels, temperature, normalize, chunk_size
-    )  # fmt: skip  (N*V,)
+    )  # fmt: skip  (N*V,) each
     if reduction == "none":
         return loss.view(N, V)
     if reduction == "sum":
         return loss.sum()
-    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
-    anchors_with_positives = V * (counts[inverse] * V > 1).sum()  # views of a label: count*V
-    return loss.sum() / anchors_with_positives.clamp_min(1)
+    return loss.sum() / (positives > 0).sum().clamp_min(1)  # over anchors with positives
 
 
 def _contrast(
     z: Tensor, group: Tensor, temperature, normalize: bool, chunk_size: int | None
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Per-anchor ``-mean_{p in P(a)} log softmax_{j != a}(z_a . z_j / T)_p``, P(a) the
     other rows of the anchor's ``group``; 0 where P(a) is empty.
 
@@ -151,7 +149,7 @@ def _contrast(
     ``sum_p l_ap = z_a . (sum of the group's rows - z_a) / T``: one product with the group
     sums instead of a (M, M) mask. Only the logits and their log-sum-exp are (C, M).
 
-    Shape: z (M, D), group (M,) integer; output (M,).
+    Shape: z (M, D), group (M,) integer; output: the loss (M,) and |P(a)| (M,) int64.
     """
     temperature = check_temperature(temperature, allow_tensor=True)
     if chunk_size is not None:
@@ -168,7 +166,7 @@ def _contrast(
         positives = torch.bincount(which)[which] - 1  # (M,) |P(a)|
         others = sums[which] - z  # (M, D): sum of each anchor's positives
         if M == 1:  # one view of one sample: no positive, no softmax (its lse would be -inf)
-            return z[:, 0] * 0.0
+            return z[:, 0] * 0.0, positives
         step = M if chunk_size is None else chunk_size
         parts = []
         for start in range(0, M, step):
@@ -179,7 +177,7 @@ def _contrast(
                 parts.append(checkpoint(_anchor_rows, z, start, end, others, positives,
                                         temperature, use_reentrant=False))  # fmt: skip
         total = torch.cat(parts)  # (M,) sum over P(a) of log softmax
-        return torch.where(positives > 0, -total / positives.clamp_min(1), 0.0)
+        return torch.where(positives > 0, -total / positives.clamp_min(1), 0.0), positives
 
 
 def _anchor_rows(

@@ -37,7 +37,8 @@ class MemoryQueue(nn.Module):
 
     def __init__(self, size: int, dim: int):
         super().__init__()
-        check_int(size, "size"), check_int(dim, "dim")
+        check_int(size, "size")
+        check_int(dim, "dim")
         self.size, self.dim = size, dim
         self.register_buffer("queue", torch.zeros(size, dim))  # (K, D)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next row to write
