@@ -18,6 +18,11 @@ class MemoryQueue(nn.Module):
     K keys. :meth:`negatives` returns only the rows written so far, as a copy that later
     enqueues never modify, so it is safe in a loss whose backward runs after the next enqueue.
 
+    Neither method makes the host wait for the device: the fill count that :meth:`negatives`
+    slices by is also tracked on the host (:attr:`num_keys`) and read back from the buffer
+    only after something other than :meth:`enqueue` wrote it (``load_state_dict``, a direct
+    write), which the buffer's version counter reveals.
+
     Args:
         size: K, the number of keys held (>= 1).
         dim: D, the key dimension (>= 1).
@@ -43,6 +48,8 @@ class MemoryQueue(nn.Module):
         self.register_buffer("queue", torch.zeros(size, dim))  # (K, D)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next row to write
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))  # rows written, <= K
+        # (filled, its version, its value): the host's copy, valid while the version holds
+        self._host_filled: tuple[Tensor, int, int] | None = (self.filled, _version(self.filled), 0)
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
@@ -60,22 +67,50 @@ class MemoryQueue(nn.Module):
         B = keys.shape[0]
         if B == 0:
             return
+        known = self._known_filled()
         keys = keys[-self.size :].detach().to(self.queue.dtype)  # newest K if B > K
         n = keys.shape[0]
         rows = (self.ptr + torch.arange(n, device=self.queue.device)) % self.size  # (n,)
         self.queue.index_copy_(0, rows, keys)
         self.ptr.copy_((self.ptr + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
+        if known is not None:
+            self._host_filled = (self.filled, _version(self.filled), min(known + n, self.size))
 
     def negatives(self) -> Tensor:
         """The keys written so far, (min(filled, K), D), as a copy detached from the buffer.
 
         Row order is storage order, not age; InfoNCE does not depend on the order.
         """
-        return self.queue[: int(self.filled)].clone()
+        return self.queue[: self.num_keys].clone()
+
+    @property
+    def num_keys(self) -> int:
+        """The keys held, ``min(filled, K)``, as a Python int: no device sync after enqueues."""
+        known = self._known_filled()
+        if known is None:
+            known = int(self.filled)  # one sync, after a load or a direct write
+            self._host_filled = (self.filled, _version(self.filled), known)
+        return known
+
+    def _known_filled(self) -> int | None:
+        """The host's copy of ``filled`` if nothing else wrote the buffer since, else None."""
+        if self._host_filled is None:
+            return None
+        tensor, version, value = self._host_filled
+        same = tensor is self.filled and version == _version(tensor) and version >= 0
+        return value if same else None
 
     def forward(self) -> Tensor:
         return self.negatives()
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"
+
+
+def _version(tensor: Tensor) -> int:
+    """The in-place write counter of ``tensor``; -1 where it has none (inference tensors)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return -1

@@ -24,6 +24,7 @@ query's BN batch.
 import torch
 from torch import Tensor, nn
 
+from infonce._device import host_to_device
 from infonce.distributed import AllGather
 
 BN_GUARDS = ("split", "shuffle", "sync")
@@ -62,7 +63,7 @@ def encode_shuffled(encoder: nn.Module, x: Tensor, perm: Tensor) -> Tensor:
     Shape:
         x (B, ...), perm (B,); output (B, F): row i is the key of image i.
     """
-    perm = perm.to(x.device)
+    perm = host_to_device(perm, x.device)
     keys = encoder(x[perm])  # (B, F) in shuffled order
     return keys[torch.argsort(perm)]
 
@@ -91,7 +92,7 @@ def encode_shuffled_across_ranks(
     """
     B = x.shape[0]
     images = all_gather(x.contiguous()).flatten(0, 1)  # (R*B, ...), rank order
-    perm = perm.to(x.device)
+    perm = host_to_device(perm, x.device)
     mine = images[perm[rank * B : (rank + 1) * B]]  # (B, ...): this rank's part of the shuffle
     mine = mine.contiguous(memory_format=_memory_format_of(x))
     keys = all_gather(encoder(mine)).flatten(0, 1)  # (R*B, F): row j is the key of perm[j]

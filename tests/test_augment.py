@@ -7,6 +7,7 @@ import torch
 import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
+from infonce.trainer.augment import color
 from infonce.trainer.augment.views import (
     MoCoV2Views,
     Normalize,
@@ -126,6 +127,24 @@ def test_color_jitter_with_nothing_or_everything_applied():
     expected = adjust_hue(adjust_saturation(adjust_contrast(adjust_brightness(
         x, factors[:, 0]), factors[:, 1]), factors[:, 2]), factors[:, 3])  # fmt: skip
     torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("apply_rate", [0.0, 0.5, 1.0])
+def test_color_jitter_without_host_sync_gives_the_grouped_images(apply_rate):
+    """Off the CPU every op runs on the whole batch, kept by torch.where (no group sizes read
+    by the host): the same images as the grouped CPU path, also written into the input."""
+    B = 40
+    params = sample_view_params(B, 32, 32, generator=torch.Generator().manual_seed(5))
+    apply = torch.rand(B, generator=torch.Generator().manual_seed(6)) < apply_rate
+    x = images(B)
+    key = torch.where(apply[:, None], params.order, 4)  # (B, 4), 4 = no op
+    grouped = color._jitter_grouped(x, key, params.factors, None)
+    masked = color._jitter_masked(x, key, params.factors, None)
+    torch.testing.assert_close(masked, grouped, rtol=0, atol=1e-6)
+    assert torch.equal(masked[~apply], x[~apply])
+    y = x.clone()
+    assert color._jitter_masked(y, key, params.factors, y) is y
+    torch.testing.assert_close(y, grouped, rtol=0, atol=1e-6)
 
 
 def test_grayscale_equals_torchvision_where_applied():

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -99,3 +101,28 @@ def test_enqueue_with_wrong_dim_is_rejected():
         queue.enqueue(torch.randn(8))
     with pytest.raises(ValueError, match="keys must be a floating-point tensor"):
         queue.enqueue(torch.ones(2, 8, dtype=torch.long))
+
+
+def test_num_keys_is_tracked_on_the_host_and_reread_after_any_other_write(monkeypatch):
+    """enqueue keeps the host's count (no device read); a load, a direct write or a copy of the
+    module makes the next read go to the buffer, so the count is never stale."""
+    queue = MemoryQueue(10, 4)
+    reads = []
+    monkeypatch.setattr(torch.Tensor, "__int__", lambda t: reads.append(1) or t.item().__int__())
+    for batch, expected in ((3, 3), (4, 7), (9, 10), (0, 10)):
+        queue.enqueue(torch.randn(batch, 4))
+        assert queue.num_keys == expected and len(queue.negatives()) == expected
+    assert reads == []  # all from the host's count
+    queue.filled.fill_(2)  # a direct write
+    assert queue.num_keys == 2 and len(reads) == 1
+    queue.load_state_dict(MemoryQueue(10, 4).state_dict())
+    assert queue.num_keys == 0 and len(queue.negatives()) == 0 and len(reads) == 2
+    queue.enqueue(torch.randn(5, 4))
+    copied = copy.deepcopy(queue)
+    copied.enqueue(torch.randn(1, 4))
+    assert copied.num_keys == 6 and queue.num_keys == 5
+    with torch.inference_mode():  # no version counter there: always read from the buffer
+        frozen = MemoryQueue(5, 4)
+        frozen.enqueue(torch.randn(2, 4))
+        frozen.filled.fill_(1)
+        assert frozen.num_keys == 1

@@ -446,3 +446,39 @@ def test_a_checkpoint_from_before_learnable_temperature_counts_as_a_fixed_t(tiny
             tiny_moco(learnable_temperature=True), tiny_data(tiny_folder),
             ckpt_path=tmp_path / "old.ckpt",
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("knn_feature", ["head", "backbone"])
+def test_a_rank_without_validation_batches_still_joins_the_knn_collective(knn_feature):
+    """Under DDP a tiny limit_val_batches can leave a rank with no batch (or no query batch);
+    it must still call the kNN's collectives, with no rows, and log the same top-1."""
+    from fake_world import run_ranks
+
+    torch.manual_seed(0)
+    x = torch.randn(24, 3, 16, 16)
+    y = torch.arange(24) % 3
+    is_query = torch.arange(24) >= 12
+    models = [tiny_moco(knn_feature=knn_feature, diagnostics_images=0) for _ in range(3)]
+    for model in models[1:]:
+        model.load_state_dict(models[0].state_dict())
+    for model in models:
+        model.eval()
+
+    def validate(model, all_gather, batches):
+        logged = {}
+        model.all_gather, model._world = all_gather, lambda: 2
+        model.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+        model.on_validation_epoch_start()
+        with torch.no_grad():
+            for batch in batches:
+                model.validation_step(batch, 0)
+        model.on_validation_epoch_end()
+        return logged["val/knn_top1"]
+
+    memory_only = [(x[:12], y[:12], is_query[:12])]
+    everything = [(x, y, is_query)]
+    for first, second in (([], everything), (memory_only, [(x[12:], y[12:], is_query[12:])])):
+        batches = (first, second)
+        top1 = run_ranks(2, lambda rank, ag: validate(models[rank], ag, batches[rank]))
+        alone = validate(models[2], lambda t: t[None], everything)
+        assert top1 == [alone, alone]

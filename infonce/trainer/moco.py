@@ -17,6 +17,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
 from infonce._checks import check_int, check_temperature, check_unit_interval
+from infonce._device import host_to_device
 from infonce.diagnostics import embedding_diagnostics
 from infonce.distributed import single_process_gather
 from infonce.info_nce import info_nce_stats
@@ -178,6 +179,7 @@ class MoCo(L.LightningModule):
 
         net, width = build_backbone(backbone, bn_splits=bn_splits, cifar_stem=cifar_stem)
         self.encoder = nn.Sequential(net, projection_head(width, feature_dim, head, hidden_dim))
+        self._knn_width = feature_dim if knn_feature == "head" else width  # the kNN's features
         self.momentum_encoder = copy.deepcopy(self.encoder)
         for p in self.momentum_encoder.parameters():
             p.requires_grad_(False)
@@ -282,7 +284,7 @@ class MoCo(L.LightningModule):
         """
         q = self.encoder(x_q)  # (B, dim)
         k = self.encode_keys(x_k, draw)  # (B, dim)
-        negatives = self.queue.negatives() if int(self.queue.filled) > 0 else None  # (K, dim)
+        negatives = self.queue.negatives() if self.queue.num_keys > 0 else None  # (K, dim)
         stats = info_nce_stats(q, k, negatives, self.current_temperature())  # fields (B,)
         top1 = (stats.positive_logit >= stats.max_negative_logit).float().mean()
         self.log("train/acc", top1, prog_bar=True)
@@ -312,12 +314,18 @@ class MoCo(L.LightningModule):
             return None  # skipped: no backward, no optimizer step, nothing enqueued
         self._pending_keys += keys
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/lr", self.optimizers().param_groups[0]["lr"])
-        self.log("train/momentum", self.current_momentum())
+        self._log_number("train/lr", self.optimizers().param_groups[0]["lr"])
+        self._log_number("train/momentum", self.current_momentum())
         self.log("train/queue_filled", self.queue.filled.float())
         if self.temperature is not None:
             self.log("train/temperature", self.temperature().detach())
         return loss
+
+    def _log_number(self, name: str, value: float, prog_bar: bool = False) -> None:
+        """``self.log`` of a Python number, copied to the device without a host sync (Lightning
+        would copy it from pageable memory, which waits for the GPU to drain)."""
+        value = host_to_device(torch.tensor(value, dtype=torch.float32), self.device)
+        self.log(name, value, prog_bar=prog_bar)
 
     def _encoder_buffers(self) -> list[Tensor]:
         """The BatchNorm statistics of both encoders (the queue changes only after the step)."""
@@ -366,7 +374,7 @@ class MoCo(L.LightningModule):
         now = time.perf_counter()
         if self._last_batch_end is not None and batch_idx > 0:
             images = batch[1].shape[0] * self.trainer.world_size
-            self.log("train/images_per_s", images / (now - self._last_batch_end), prog_bar=True)
+            self._log_number("train/images_per_s", images / (now - self._last_batch_end), True)
         self._last_batch_end = now
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
@@ -457,14 +465,14 @@ class MoCo(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_diagnostics()
-        memory, memory_labels, queries, labels = (
-            torch.cat(part[role]) if part[role] else None
-            for role in (False, True)
-            for part in (self._val_features, self._val_labels)
-        )
+        # a rank that saw no batch of a role takes part with none: the kNN is a collective
+        features, targets = self._val_features, self._val_labels
+        no_features = torch.empty(0, self._knn_width, dtype=torch.float16, device=self.device)
+        no_labels = torch.empty(0, dtype=torch.int64, device=self.device)
+        roles = (False, True)  # is_query
+        memory, queries = (torch.cat(features[r]) if features[r] else no_features for r in roles)
+        memory_labels, labels = (torch.cat(targets[r]) if targets[r] else no_labels for r in roles)
         self._val_features, self._val_labels = {False: [], True: []}, {False: [], True: []}
-        if memory is None:  # no validation batch ran on this rank
-            return
         top1 = sharded_knn_accuracy(  # collective under DDP: every rank comes here
             queries,
             labels,
@@ -495,7 +503,7 @@ class MoCo(L.LightningModule):
         )
         q = F.normalize(self.encoder(x1).float(), dim=1)  # (n, dim)
         k = F.normalize(self.momentum_encoder(x2).float(), dim=1)  # (n, dim)
-        negatives = self.queue.negatives() if int(self.queue.filled) > 0 else None  # (K, dim)
+        negatives = self.queue.negatives() if self.queue.num_keys > 0 else None  # (K, dim)
         values = embedding_diagnostics(q, k, negatives, self.current_temperature())
         for name, value in values.items():  # the same on every rank: "max" keeps it exact
             self.log(f"val/{name}", value, sync_dist=True, reduce_fx="max")

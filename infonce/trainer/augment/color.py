@@ -85,7 +85,7 @@ def adjust_hue(images: Tensor, factor: Tensor, out: Tensor | None = None) -> Ten
         (g - b).mul_(inverse),
         _is(r, value),
     )
-    n = images.new_tensor((5.0, 3.0, 1.0))  # R, G, B
+    n = torch.arange(5.0, 0.0, -2.0, dtype=images.dtype, device=images.device)  # 5, 3, 1: R, G, B
     k = hue6.unsqueeze(1) + (n + 6.0 * factor.to(images.dtype)[:, None])[:, :, None, None]
     k = k.sub_(torch.floor(k * (1.0 / 6.0)), alpha=6.0)  # (B, 3, H, W), mod 6 into [0, 6)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
@@ -107,9 +107,13 @@ def color_jitter(
 
     Image b, where ``apply[b]``, undergoes at step t = 0..3 the op ``order[b, t]`` (0
     brightness, 1 contrast, 2 saturation, 3 hue) with factor ``factors[b, op]``; the other
-    images are returned unchanged. At each step the jittered images lie grouped by their op,
-    each op runs once on its group, and one gather rearranges them for the next step. The
-    group sizes are read once: one device sync on CUDA.
+    images are returned unchanged.
+
+    On the CPU, at each step the jittered images lie grouped by their op, each op runs once on
+    its group, and one gather rearranges them for the next step. Elsewhere (a GPU) the group
+    sizes would have to be read by the host, a synchronisation that stalls the device, so each
+    op runs on the whole batch at every step and ``torch.where`` keeps it for its images: four
+    times the arithmetic of tiny kernels, no synchronisation. Both give the same images.
 
     Args:
         images: (B, 3, H, W) float in [0, 1].
@@ -131,6 +135,24 @@ def color_jitter(
     if tuple(order.shape) != (B, 4):
         raise ValueError(f"order must have shape {(B, 4)}, got {tuple(order.shape)}")
     key = torch.where(apply[:, None], order, 4)  # (B, 4): op at each step, 4 = none
+    if images.device.type != "cpu":
+        return _jitter_masked(images, key, factors, out)
+    return _jitter_grouped(images, key, factors, out)
+
+
+def _jitter_masked(images: Tensor, key: Tensor, factors: Tensor, out: Tensor | None) -> Tensor:
+    """Every op on the whole batch at every step, kept where ``key`` names it: no host sync."""
+    result = images.clone() if out is None else out if out is images else out.copy_(images)
+    for step in range(4):
+        for op, adjust in enumerate(_OPS):
+            takes = (key[:, step] == op).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+            torch.where(takes, adjust(result, factors[:, op]), result, out=result)
+    return result
+
+
+def _jitter_grouped(images: Tensor, key: Tensor, factors: Tensor, out: Tensor | None) -> Tensor:
+    """Each op once per step on the images that take it; reads the group sizes (a host sync)."""
+    B = images.shape[0]
     # (B, 4): per step, the jittered images grouped by op, then the others (the same at every
     # step, since the sort is stable); position is the inverse permutation
     arrangement = key.argsort(dim=0, stable=True)

@@ -13,6 +13,8 @@ from numbers import Real
 import torch
 from torch import Tensor
 
+from infonce._device import host_to_device
+
 ATTEMPTS = 10  # RandomResizedCrop.get_params tries this many boxes before its fallback
 
 
@@ -73,7 +75,8 @@ def sample_crop_params(
         fw, fh = round(height * ratio[1]), height
     else:
         fw, fh = width, height
-    fallback = boxes.new_tensor([(height - fh) // 2, (width - fw) // 2, fh, fw])
+    fallback = torch.tensor([(height - fh) // 2, (width - fw) // 2, fh, fw], dtype=boxes.dtype)
+    fallback = host_to_device(fallback, boxes.device)  # (4,)
     return torch.where(fits.any(dim=1, keepdim=True), boxes, fallback).to(torch.int64)
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from infonce._checks import check_int, check_unit_interval
+from infonce._device import host_to_device
 from infonce.trainer.augment.color import (
     adjust_brightness,
     adjust_contrast,
@@ -103,8 +104,9 @@ def sample_view_params(
     coins = torch.rand(batch_size, 3, generator=generator, device=device)  # flip, jitter, gray
     uniform = torch.rand(batch_size, 4, generator=generator, device=device)
     b, c, s, hue = jitter
-    low = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -hue], device=device)
-    high = torch.tensor([1 + b, 1 + c, 1 + s, hue], device=device)
+    low = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -hue])  # (4,)
+    high = torch.tensor([1 + b, 1 + c, 1 + s, hue])  # (4,)
+    low, high = host_to_device(low, device), host_to_device(high, device)
     noise = torch.rand(batch_size, 4, generator=generator, device=device)
     return ViewParams(
         boxes=boxes,

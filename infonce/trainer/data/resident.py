@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import CIFAR10, ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 
+from infonce._device import host_to_device
 from infonce.trainer.augment.transforms import ResizeIfNeeded
 
 CACHE_FORMAT = 1  # bump when the cached content changes meaning
@@ -227,7 +228,7 @@ class TensorImageDataset(Dataset):
             keys = [index for index, _ in keys]
         if self.indices is not None:
             keys = [self.indices[i] for i in keys]
-        index = torch.as_tensor(keys, dtype=torch.long).to(self.images.device)  # (B,)
+        index = host_to_device(torch.as_tensor(keys, dtype=torch.long), self.images.device)  # (B,)
         images = self.images[index]  # (B, 3, S, S) uint8
         if self.transform is not None:
             images = self.transform(images, generator)

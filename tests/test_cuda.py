@@ -1,0 +1,132 @@
+"""What only a GPU shows: bf16 autocast numerics there, data made on the device, and a training
+step that never makes the host wait for the GPU. CUDA tests skip without one (CI has none);
+the autocast test also runs on the CPU."""
+
+import traceback
+import warnings
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+import infonce
+from infonce import chunked_info_nce, info_nce
+from infonce.trainer.data.datamodule import ImageDataModule
+from infonce.trainer.moco import MoCo
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
+PACKAGE = Path(infonce.__file__).parent
+
+
+def reference_loss(q, k, negatives, temperature):
+    """MoCo's loss in float64 from the normalised rows, one query at a time."""
+    q, k, negatives = (F.normalize(t.double(), dim=1) for t in (q, k, negatives))
+    losses = []
+    for i in range(len(q)):
+        logits = torch.cat([(q[i] @ k[i])[None], negatives @ q[i]]) / temperature  # (1 + K,)
+        losses.append(torch.logsumexp(logits, 0) - logits[0])
+    return torch.stack(losses).mean()
+
+
+def relative_error(x, reference):
+    return float((x.double() - reference).norm() / reference.norm())
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bf16_autocast_queue_loss_at_T_0_07_is_float32_and_close_to_float64(device):
+    """The CIFAR recipe's shapes (N=512, D=128, K=4,096) at MoCo's T=0.07 under bf16 autocast:
+    the chunked and the whole-batch loss compute their logits in float32 (bf16 logits would be
+    ~1e-2 off), so loss and gradients match a float64 loop to float32 rounding."""
+    g = torch.Generator().manual_seed(0)
+    q, k, negatives = (torch.randn(n, 128, generator=g) for n in (512, 512, 4096))
+    k = q + 2.0 * k  # positives closer than the negatives: a loss of about 2, as in training
+    q64, k64 = q.double().requires_grad_(), k.double().requires_grad_()
+    expected = reference_loss(q64, k64, negatives, 0.07)
+    expected_grads = torch.autograd.grad(expected, (q64, k64))
+    for loss_fn in (chunked_info_nce, info_nce):
+        qd, kd = (t.to(device).requires_grad_() for t in (q, k))
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = loss_fn(qd, kd, negatives.to(device), 0.07)
+        assert loss.dtype == torch.float32, loss_fn.__name__
+        grads = torch.autograd.grad(loss, (qd, kd))
+        assert abs(float(loss) - float(expected)) / float(expected) < 1e-4, loss_fn.__name__
+        for grad, reference in zip(grads, expected_grads, strict=True):
+            assert grad.dtype == torch.float32 and torch.isfinite(grad).all()
+            assert relative_error(grad.cpu(), reference) < 1e-4, loss_fn.__name__
+
+
+def tiny_run(root, **trainer_args) -> tuple[MoCo, ImageDataModule, L.Trainer]:
+    model = MoCo(backbone="convnet", bn_splits=4, queue_size=64, temperature=0.1, momentum=0.9)
+    data = ImageDataModule(
+        dataset="folder", root=str(root), batch_size=8, eval_batch_size=16, num_workers=0,
+        resident=True,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cuda", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        limit_val_batches=0, **trainer_args,
+    )  # fmt: skip
+    return model, data, trainer
+
+
+@needs_cuda
+def test_resident_data_lives_and_is_augmented_on_the_gpu(tiny_folder):
+    seen = []
+
+    class Batches(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            (x1, x2), y = batch
+            seen.append((x1.device.type, x2.device.type, y.device.type, x1.dtype))
+
+    model, data, trainer = tiny_run(tiny_folder, max_steps=3, callbacks=[Batches()])
+    trainer.fit(model, data)
+    images, labels = data._tensors[True]
+    assert images.is_cuda and labels.is_cuda and images.dtype == torch.uint8
+    assert seen == [("cuda", "cuda", "cuda", torch.float32)] * 3
+
+
+class SyncRecorder(L.Callback):
+    """From the start of step ``warmup`` on, records where every synchronising CUDA call came
+    from: the innermost frame in the infonce package, or None (Lightning's own code)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.sites, self._saved = warmup, [], None
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == self.warmup:
+            self._saved = warnings.showwarning
+            warnings.showwarning = self._record
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+
+    def on_train_end(self, trainer, module):
+        torch.cuda.set_sync_debug_mode("default")
+        if self._saved is not None:
+            warnings.showwarning = self._saved
+
+    def _record(self, message, category, filename, lineno, file=None, line=None):
+        if "synchronizing" not in str(message).lower():
+            return self._saved(message, category, filename, lineno, file, line)
+        ours = [f for f in traceback.extract_stack() if Path(f.filename).is_relative_to(PACKAGE)]
+        site = ours[-1] if ours else None
+        self.sites.append(None if site is None else (Path(site.filename).name, site.name))
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_a_training_step_syncs_the_host_only_to_check_the_loss_is_finite(tiny_folder, precision):
+    """Data, augmentation, both encoders, the shuffled keys, the queue loss, the logging, the
+    SGD step, the EMA update and the enqueue all queue work without waiting for the GPU. The
+    one wait is the deliberate check that the loss is finite before the optimizer step."""
+    recorder = SyncRecorder(warmup=2)
+    with warnings.catch_warnings():
+        model, data, trainer = tiny_run(
+            tiny_folder, max_steps=6, precision=precision, callbacks=[recorder]
+        )
+        trainer.fit(model, data)
+    ours = {site for site in recorder.sites if site is not None}
+    assert ours == {("moco.py", "_loss_is_finite")}, recorder.sites
+    assert recorder.sites.count(None) == 0, "Lightning's loop synchronised: " + str(recorder.sites)
