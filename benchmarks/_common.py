@@ -129,7 +129,10 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-TARBALL = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.xz"
+TARBALL = Path(  # beside the checkout, or where $INFONCE_CIFAR10_TARBALL says
+    os.environ.get("INFONCE_CIFAR10_TARBALL")
+    or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.xz"
+)
 
 
 def cifar10_jpeg_root() -> Path:

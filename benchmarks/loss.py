@@ -202,6 +202,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     sizes = SIZES if args.sizes == "all" else [tuple(int(v) for v in args.sizes.split(","))]
     print(f"machine: {machine(device)}")
+    if not args.no_peers:
+        modules = {"lightly": "lightly", "info_nce": "info-nce-pytorch",
+                   "pytorch_metric_learning": "pytorch-metric-learning"}  # fmt: skip
+        missing = [name for module, name in modules.items() if not importlib.util.find_spec(module)]
+        if missing:
+            print(f"peers not installed, left out: {', '.join(missing)}")
     for N, D, K in sizes:
         repeats = max(3, math.ceil(args.repeats * 65_536 / max(K, 65_536)))
         run_size(N, D, K, device, repeats, not args.no_peers)

@@ -71,6 +71,9 @@ def main() -> None:
     if args.at_init:
         print(f"kNN top-1 at initialisation: {at_init:.2f}%")
     print(f"fit wall time: {wall / 60:.1f} min (start-up, data, training, kNN evaluations)")
+    if not curve:  # e.g. stopped by --trainer.max_time before the first evaluation
+        print(f"no kNN evaluation ran   curves: {run / 'curves.png'}")
+        return
     print("kNN top-1 by step: " + ", ".join(f"{s}: {v:.2f}%" for s, v in curve))
     print(f"final kNN top-1: {curve[-1][1]:.2f}%   curves: {run / 'curves.png'}")
 

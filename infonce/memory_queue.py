@@ -20,8 +20,9 @@ class MemoryQueue(nn.Module):
 
     Neither method makes the host wait for the device: the fill count that :meth:`negatives`
     slices by is also tracked on the host (:attr:`num_keys`) and read back from the buffer
-    only after something other than :meth:`enqueue` wrote it (``load_state_dict``, a direct
-    write), which the buffer's version counter reveals.
+    only after something other than :meth:`enqueue` wrote it: ``load_state_dict``, or an
+    in-place write to the buffer, which its version counter reveals. (A write through
+    ``filled.data`` bypasses that counter; don't.)
 
     Args:
         size: K, the number of keys held (>= 1).
@@ -103,6 +104,10 @@ class MemoryQueue(nn.Module):
 
     def forward(self) -> Tensor:
         return self.negatives()
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_filled = None  # loaded (maybe by assignment): read the buffer next time
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}"

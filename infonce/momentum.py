@@ -45,8 +45,13 @@ def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
     if t:
         torch._foreach_mul_(t, m)
         torch._foreach_add_(t, o, alpha=1.0 - m)
+    groups: dict[tuple, tuple[list, list]] = {}  # (device, dtype) -> (targets, sources)
     for name, buffer in target_buffers.items():
-        buffer.copy_(online_buffers[name])
+        targets, sources = groups.setdefault((buffer.device, buffer.dtype), ([], []))
+        targets.append(buffer)
+        sources.append(online_buffers[name])
+    for targets, sources in groups.values():  # a GPU's fast foreach path wants one dtype
+        torch._foreach_copy_(targets, sources)
 
 
 def _check_same_layout(online: dict, target: dict, kind: str) -> None:

@@ -15,8 +15,10 @@ from PIL import Image
 
 TINY_CLASSES = ("blue", "green", "red")  # sorted, as ImageFolder orders them
 _DOMINANT_CHANNEL = {"red": 0, "green": 1, "blue": 2}
-CIFAR10_JPEG_TARBALL = (
-    Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.xz"
+# beside the checkout; $INFONCE_CIFAR10_TARBALL where only the checkout travels (the GPU machine)
+CIFAR10_JPEG_TARBALL = Path(
+    os.environ.get("INFONCE_CIFAR10_TARBALL")
+    or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.xz"
 )
 
 

@@ -11,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import infonce
 from infonce import chunked_info_nce, info_nce
 from infonce.trainer.data.datamodule import ImageDataModule
 from infonce.trainer.moco import MoCo
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 DEVICES = ["cpu", pytest.param("cuda", marks=needs_cuda)]
-PACKAGE = Path(infonce.__file__).parent
+TORCH = Path(torch.__file__).parent
+WARNINGS = Path(warnings.__file__)
 
 
 def reference_loss(q, k, negatives, temperature):
@@ -90,7 +90,7 @@ def test_resident_data_lives_and_is_augmented_on_the_gpu(tiny_folder):
 
 class SyncRecorder(L.Callback):
     """From the start of step ``warmup`` on, records where every synchronising CUDA call came
-    from: the innermost frame in the infonce package, or None (Lightning's own code)."""
+    from: the innermost frame outside torch, as (folder/file, function)."""
 
     def __init__(self, warmup: int):
         self.warmup, self.sites, self._saved = warmup, [], None
@@ -104,15 +104,16 @@ class SyncRecorder(L.Callback):
 
     def on_train_end(self, trainer, module):
         torch.cuda.set_sync_debug_mode("default")
-        if self._saved is not None:
-            warnings.showwarning = self._saved
 
     def _record(self, message, category, filename, lineno, file=None, line=None):
         if "synchronizing" not in str(message).lower():
             return self._saved(message, category, filename, lineno, file, line)
-        ours = [f for f in traceback.extract_stack() if Path(f.filename).is_relative_to(PACKAGE)]
-        site = ours[-1] if ours else None
-        self.sites.append(None if site is None else (Path(site.filename).name, site.name))
+        for frame in reversed(traceback.extract_stack()):
+            path = Path(frame.filename)
+            if not path.is_relative_to(TORCH) and path not in (Path(__file__), WARNINGS):
+                self.sites.append((f"{path.parent.name}/{path.name}", frame.name))
+                return None
+        self.sites.append(("?", "?"))
 
 
 @needs_cuda
@@ -120,13 +121,16 @@ class SyncRecorder(L.Callback):
 def test_a_training_step_syncs_the_host_only_to_check_the_loss_is_finite(tiny_folder, precision):
     """Data, augmentation, both encoders, the shuffled keys, the queue loss, the logging, the
     SGD step, the EMA update and the enqueue all queue work without waiting for the GPU. The
-    one wait is the deliberate check that the loss is finite before the optimizer step."""
+    one wait per step is the deliberate check that the loss is finite before the optimizer
+    step. (A wait in a backward pass would show as Lightning's ``backward``, where autograd
+    replays its warnings.)"""
     recorder = SyncRecorder(warmup=2)
-    with warnings.catch_warnings():
-        model, data, trainer = tiny_run(
-            tiny_folder, max_steps=6, precision=precision, callbacks=[recorder]
-        )
-        trainer.fit(model, data)
-    ours = {site for site in recorder.sites if site is not None}
-    assert ours == {("moco.py", "_loss_is_finite")}, recorder.sites
-    assert recorder.sites.count(None) == 0, "Lightning's loop synchronised: " + str(recorder.sites)
+    model, data, trainer = tiny_run(
+        tiny_folder, max_steps=6, precision=precision, callbacks=[recorder]
+    )
+    try:
+        with warnings.catch_warnings():
+            trainer.fit(model, data)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert recorder.sites == [("trainer/moco.py", "_loss_is_finite")] * 4, recorder.sites

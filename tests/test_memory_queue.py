@@ -117,6 +117,11 @@ def test_num_keys_is_tracked_on_the_host_and_reread_after_any_other_write(monkey
     assert queue.num_keys == 2 and len(reads) == 1
     queue.load_state_dict(MemoryQueue(10, 4).state_dict())
     assert queue.num_keys == 0 and len(queue.negatives()) == 0 and len(reads) == 2
+    source = MemoryQueue(10, 4)
+    source.enqueue(torch.randn(7, 4))
+    queue.load_state_dict(source.state_dict(), assign=True)  # the buffers replaced
+    assert queue.num_keys == 7
+    queue.load_state_dict(MemoryQueue(10, 4).state_dict())
     queue.enqueue(torch.randn(5, 4))
     copied = copy.deepcopy(queue)
     copied.enqueue(torch.randn(1, 4))

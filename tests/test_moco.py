@@ -479,6 +479,18 @@ def test_a_rank_without_validation_batches_still_joins_the_knn_collective(knn_fe
     everything = [(x, y, is_query)]
     for first, second in (([], everything), (memory_only, [(x[12:], y[12:], is_query[12:])])):
         batches = (first, second)
-        top1 = run_ranks(2, lambda rank, ag: validate(models[rank], ag, batches[rank]))
+        top1 = run_ranks(2, lambda rank, ag, b=batches: validate(models[rank], ag, b[rank]))
         alone = validate(models[2], lambda t: t[None], everything)
         assert top1 == [alone, alone]
+
+
+@pytest.mark.parametrize("bar", [False, True])
+def test_step_numbers_go_to_the_progress_bar_only_when_one_is_shown(tiny_folder, bar):
+    """Lightning reads every prog_bar value back to the host after each step (on a GPU, a wait
+    for the device), so without a bar nothing is marked for it."""
+    model = tiny_moco()
+    fit = trainer(max_steps=3, enable_progress_bar=bar)
+    fit.fit(model, tiny_data(tiny_folder))
+    shown = set(fit.progress_bar_metrics)
+    assert shown == ({"train/loss", "train/acc", "train/images_per_s"} if bar else set())
+    assert {"train/loss", "train/acc", "train/images_per_s"} <= set(fit.callback_metrics)

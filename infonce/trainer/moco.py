@@ -287,7 +287,7 @@ class MoCo(L.LightningModule):
         negatives = self.queue.negatives() if self.queue.num_keys > 0 else None  # (K, dim)
         stats = info_nce_stats(q, k, negatives, self.current_temperature())  # fields (B,)
         top1 = (stats.positive_logit >= stats.max_negative_logit).float().mean()
-        self.log("train/acc", top1, prog_bar=True)
+        self.log("train/acc", top1, prog_bar=self._bar_shown())
         self.log("train/pos_logit", stats.positive_logit.mean())
         self.log("train/neg_logit", stats.mean_negative_logit.mean())
         return stats.loss.mean(), k
@@ -313,13 +313,18 @@ class MoCo(L.LightningModule):
                 buffer.copy_(saved)
             return None  # skipped: no backward, no optimizer step, nothing enqueued
         self._pending_keys += keys
-        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=self._bar_shown())
         self._log_number("train/lr", self.optimizers().param_groups[0]["lr"])
         self._log_number("train/momentum", self.current_momentum())
         self.log("train/queue_filled", self.queue.filled.float())
         if self.temperature is not None:
             self.log("train/temperature", self.temperature().detach())
         return loss
+
+    def _bar_shown(self) -> bool:
+        """Whether a progress bar shows this run: Lightning reads every ``prog_bar`` value back
+        to the host after each step (a device sync), also when no bar is there to show it."""
+        return self._trainer is not None and self.trainer.progress_bar_callback is not None
 
     def _log_number(self, name: str, value: float, prog_bar: bool = False) -> None:
         """``self.log`` of a Python number, copied to the device without a host sync (Lightning
@@ -374,7 +379,8 @@ class MoCo(L.LightningModule):
         now = time.perf_counter()
         if self._last_batch_end is not None and batch_idx > 0:
             images = batch[1].shape[0] * self.trainer.world_size
-            self._log_number("train/images_per_s", images / (now - self._last_batch_end), True)
+            speed = images / (now - self._last_batch_end)
+            self._log_number("train/images_per_s", speed, prog_bar=self._bar_shown())
         self._last_batch_end = now
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
