@@ -21,7 +21,7 @@
 #   demo     configs/moco_cifar10.yaml through benchmarks/time_to_accuracy.py in bf16, no
 #            progress bar, stopped by Lightning's max_time after DEMO_MINUTES; its metrics.csv
 #            is copied to $OUT every 20 s, so a call cut short still returns the curve. A
-#            ResNet-18 checkpoint with its EMA copy and SGD state is ~134 MB, more than a
+#            ResNet-18 checkpoint with its EMA copy and SGD state is ~140 MB, more than a
 #            returned file may hold, so a run cannot continue in a later call: 200 epochs
 #            must fit in one
 #   bench    the loss, the augmentation and whole steps against the peers (lightly, kornia,
