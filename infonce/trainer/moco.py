@@ -490,6 +490,14 @@ class MoCo(L.LightningModule):
         )
         if top1 is not None:  # the same on every rank: "max" keeps it exact, without a warning
             self.log("val/knn_top1", 100.0 * top1, prog_bar=True, sync_dist=True, reduce_fx="max")
+        elif self._trainer is not None and not self.trainer.sanity_checking:
+            limit = self.trainer.limit_val_batches
+            why = "" if isinstance(limit, float) and limit == 1.0 else (
+                f" Validation reads the whole train split (the kNN memory) before the test "
+                f"split, so limit_val_batches={limit} cuts the test images first; for a quicker "
+                "monitor, set data.limit_train_images and data.limit_test_images instead."
+            )  # fmt: skip
+            rank_zero_warn(f"no val/knn_top1: no test image or no train image was validated.{why}")
 
     @torch.no_grad()
     def _log_diagnostics(self) -> None:
