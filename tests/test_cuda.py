@@ -1,6 +1,6 @@
 """What only a GPU shows: bf16 autocast numerics there, data made on the device, and a training
-step that never makes the host wait for the GPU. CUDA tests skip without one (CI has none);
-the autocast test also runs on the CPU."""
+step whose only wait for the GPU is the finite-loss check. CUDA tests skip without one (CI has
+none); the autocast test also runs on the CPU."""
 
 import traceback
 import warnings
@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from test_moco import tiny_data, tiny_moco, trainer
 
 from infonce import chunked_info_nce, info_nce
 from infonce.trainer.data.datamodule import ImageDataModule
@@ -59,17 +60,9 @@ def test_bf16_autocast_queue_loss_at_T_0_07_is_float32_and_close_to_float64(devi
 
 
 def tiny_run(root, **trainer_args) -> tuple[MoCo, ImageDataModule, L.Trainer]:
-    model = MoCo(backbone="convnet", bn_splits=4, queue_size=64, temperature=0.1, momentum=0.9)
-    data = ImageDataModule(
-        dataset="folder", root=str(root), batch_size=8, eval_batch_size=16, num_workers=0,
-        resident=True,
-    )  # fmt: skip
-    trainer = L.Trainer(
-        accelerator="cuda", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        limit_val_batches=0, **trainer_args,
-    )  # fmt: skip
-    return model, data, trainer
+    """test_moco's tiny MoCo and resident data module, on one CUDA device."""
+    data = tiny_data(root, resident=True)
+    return tiny_moco(), data, trainer(accelerator="cuda", devices=1, **trainer_args)
 
 
 @needs_cuda

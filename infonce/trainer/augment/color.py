@@ -142,7 +142,7 @@ def color_jitter(
 
 def _jitter_masked(images: Tensor, key: Tensor, factors: Tensor, out: Tensor | None) -> Tensor:
     """Every op on the whole batch at every step, kept where ``key`` names it: no host sync."""
-    result = images.clone() if out is None else out if out is images else out.copy_(images)
+    result = images.clone() if out is None else out.copy_(images)  # a no-op if out is images
     for step in range(4):
         for op, adjust in enumerate(_OPS):
             takes = (key[:, step] == op).view(-1, 1, 1, 1)  # (B, 1, 1, 1)
