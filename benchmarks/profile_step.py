@@ -5,7 +5,7 @@
         --precision bf16-mixed [--compile] [--trace step.json.gz]
 
 The step of the demo recipe (CIFAR stem, 8 BN splits with the key batch shuffled, a linear head
-to 128-d, K = 4,096, T = 0.1, m = 0.99, channels last) on the shared CIFAR-10 copy, resident
+to 128-d, K = 4,096, T = 0.1, m = 0.99, channels last) on a CIFAR-10 JPEG copy, resident
 and augmented as a batch on the device, inside Lightning's loop. After ``--warmup`` steps it
 times ``--steps`` steps (wall time between batch ends: images/s and ms/step, the epoch time
 that implies), then profiles ``--profile-steps`` more with CPU (and CUDA) activities. Printed:

@@ -4,8 +4,8 @@
     python benchmarks/step_time.py --keep-freed-memory    # as INFONCE_KEEP_FREED_MEMORY=1 does
 
 The step of ``configs/cpu_quick.yaml``: the ``convnet`` backbone with 8 BN splits and channels
-last, batch 256, K = 4,096, bf16 autocast, resident data with batched MoCo v2 views, on the
-shared CIFAR-10 copy. Prints the median and mean of the step-to-step wall time over ``--steps``
+last, batch 256, K = 4,096, bf16 autocast, resident data with batched MoCo v2 views, on a
+CIFAR-10 JPEG copy. Prints the median and mean of the step-to-step wall time over ``--steps``
 steps after 10 of warm-up. Run the two variants alternately a few times: single runs on a
 shared VM wobble by a few percent.
 """

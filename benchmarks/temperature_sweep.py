@@ -5,7 +5,8 @@
     python benchmarks/temperature_sweep.py --out runs/sweep --train-args --trainer.max_epochs 10
 
 Each value is one ``train.py fit`` of ``--config`` (``configs/cpu_quick.yaml`` by default) on the
-60,000 images of ``../shared/datasets/cifar10-jpeg.tar.xz`` with ``--model.temperature T``;
+60,000 images of a CIFAR-10 JPEG copy (``$INFONCE_CIFAR10_ROOT`` or ``$INFONCE_CIFAR10_TARBALL``)
+with ``--model.temperature T``;
 ``learnable`` trains ``T`` with the module's ``learnable_temperature`` from the config's value.
 Each run has its own folder under ``--out``; a finished run (its result in ``results.json``)
 is not run again, so an interrupted sweep continues where it stopped. Prints a table (final

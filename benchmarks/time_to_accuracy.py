@@ -1,4 +1,4 @@
-"""Time to accuracy: train a config on the shared CIFAR-10 copy, report wall time and kNN top-1.
+"""Time to accuracy: train a config on a CIFAR-10 copy, report wall time and kNN top-1.
 
     python benchmarks/time_to_accuracy.py                               # configs/cpu_quick.yaml
     python benchmarks/time_to_accuracy.py --config configs/moco_cifar10.yaml -- --seed_everything 1
@@ -6,8 +6,9 @@
 
 Runs ``train.py fit`` (and with ``--at-init`` first ``train.py validate`` on the untrained
 network) in a fresh run folder under ``runs/time_to_accuracy/`` (``--trainer.default_root_dir``:
-checkpoints, logs and the curves PNG all land there), on the 60,000 CIFAR-10
-images of ``../shared/datasets/cifar10-jpeg.tar.xz`` through ``dataset: folder``, and prints the
+checkpoints, logs and the curves PNG all land there), on the 60,000 CIFAR-10 images of a JPEG
+copy in ImageFolder layout (``$INFONCE_CIFAR10_ROOT`` or ``$INFONCE_CIFAR10_TARBALL``, see
+``_common.cifar10_jpeg_root``) through ``dataset: folder``, and prints the
 wall time of the fit, the last ``val/knn_top1`` (weighted kNN, k=200, on all 10,000 test
 images) and a PNG of the curves. Arguments after ``--`` go to ``train.py``. The JPEG copy can
 score slightly below the original pickled CIFAR-10.

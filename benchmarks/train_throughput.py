@@ -9,12 +9,17 @@ per image), query encoder forward and backward, momentum-encoder forward, the qu
 MLP head everywhere (SplitBatchNorm with 8 splits; the key batch shuffled for infonce):
 
 - lightly: its ``MoCoV2Transform`` (per-sample PIL, in DataLoader workers), ``NTXentLoss``
-  with a memory bank and ``update_momentum``, in a plain loop, as its MoCo example does;
-- infonce, loader path: per-sample PIL torchvision transforms in DataLoader workers;
+  with a memory bank and ``update_momentum``, in a plain loop, as its MoCo example does; in
+  float32 and with the encoders under bfloat16 autocast (its loss as it computes it);
+- infonce, loader path: per-sample PIL torchvision transforms in DataLoader workers, the data
+  path lightly uses; in float32 and in bfloat16 autocast;
 - infonce, resident path: the split decoded once into a uint8 tensor, batches augmented as a
   whole by ``infonce.trainer.augment.views.MoCoV2Views``; in float32 and in bfloat16 autocast.
 
-The data is the shared CIFAR-10 JPEG copy, extracted to a cache folder on first use.
+Ratios are printed like for like: the same precision, threads and data path on both sides;
+the resident path has no lightly counterpart, so its ratio says that the data path differs.
+The data is a CIFAR-10 copy in ImageFolder layout (``--root``, or the tarball of
+``$INFONCE_CIFAR10_TARBALL`` extracted to a cache folder on first use).
 """
 
 import argparse
@@ -65,7 +70,7 @@ def infonce_throughput(args, root: Path, resident: bool, precision: str) -> floa
     return args.steps * args.batch_size / (timer.end - timer.start)
 
 
-def lightly_throughput(args, root: Path) -> float:
+def lightly_throughput(args, root: Path, bf16: bool) -> float:
     from lightly.loss import NTXentLoss
     from lightly.models.utils import update_momentum
     from lightly.transforms import MoCoV2Transform
@@ -89,9 +94,10 @@ def lightly_throughput(args, root: Path) -> float:
     start = None
     for step, ((x_q, x_k), _) in enumerate(loader):
         update_momentum(model, momentum_model, m=0.99)
-        query = model(x_q.to(device))
-        key = momentum_model(x_k.to(device)).detach()
-        loss = criterion(query, key)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            query = model(x_q.to(device))
+            key = momentum_model(x_k.to(device)).detach()
+            loss = criterion(query, key)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -113,28 +119,40 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers (PIL paths)")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--root", type=Path, help="CIFAR-10 ImageFolder root (default: shared)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        help="CIFAR-10 ImageFolder root (default: $INFONCE_CIFAR10_ROOT / _TARBALL)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("INFONCE_CACHE", str(Path(tempfile.gettempdir()) / "infonce-cache"))
     root = args.root or cifar10_jpeg_root()
-    bf16 = "bf16-mixed"
     results = {}
-    if importlib.util.find_spec("lightly"):
-        results["lightly (per-sample PIL, workers)"] = lightly_throughput(args, root)
-    results["infonce, loader path (per-sample PIL, workers)"] = infonce_throughput(
-        args, root, resident=False, precision="32-true"
-    )
-    results["infonce, resident path, float32"] = infonce_throughput(args, root, True, "32-true")
-    results["infonce, resident path, bf16 autocast"] = infonce_throughput(args, root, True, bf16)
-    ours = results["infonce, resident path, bf16 autocast"]
-    rows = [[name, f"{v:,.0f}", f"{ours / v:.2f}x"] for name, v in results.items()]
-    print(f"\nmachine: {machine(torch.device(args.device))}")
+    for precision, name in (("32-true", "float32"), ("bf16-mixed", "bf16 autocast")):
+        if importlib.util.find_spec("lightly"):
+            results["lightly", name] = lightly_throughput(args, root, precision != "32-true")
+        results["infonce loader", name] = infonce_throughput(args, root, False, precision)
+        results["infonce resident", name] = infonce_throughput(args, root, True, precision)
+    labels = {
+        "lightly": "lightly (per-sample PIL in workers)",
+        "infonce loader": "infonce, loader path (per-sample PIL in workers)",
+        "infonce resident": "infonce, resident path (uint8 tensor, batched views)",
+    }
+    rows = []
+    for (kind, precision), value in results.items():
+        peer = results.get(("lightly", precision))
+        ratio = "" if peer is None or kind == "lightly" else f"{value / peer:.2f}x"
+        if ratio and kind == "infonce resident":
+            ratio += " (data path differs)"
+        rows.append([labels[kind], precision, f"{value:,.0f}", ratio])
+    print(f"\nmachine: {machine(torch.device(args.device))}, {args.threads} threads, "
+          f"{args.workers} DataLoader workers on the PIL paths")  # fmt: skip
     print(
         f"MoCo, {args.backbone}, batch {args.batch_size}, K=4,096, two 32x32 views per image, "
         f"{args.steps} steps after {args.warmup} warm-up"
     )
-    print(table(["pipeline", "images/s", "infonce resident bf16 faster by"], rows))
+    print(table(["pipeline", "precision", "images/s", "vs lightly, same precision"], rows))
 
 
 if __name__ == "__main__":

@@ -6,25 +6,52 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from infonce._checks import check_float_tensor, check_int
+from infonce._checks import check_class_scores, check_float_tensor, check_int, check_labels
+from infonce._numerics import compute_dtype
+
+__all__ = ["TemperatureScaler", "expected_calibration_error", "reliability_bins"]
 
 
-def _check_labels(labels: Tensor, N: int, C: int, name: str = "labels") -> Tensor:
-    if not isinstance(labels, Tensor) or labels.shape != (N,) or labels.dtype != torch.int64:
-        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        dtype = labels.dtype if isinstance(labels, Tensor) else ""
-        raise ValueError(f"{name} must be an ({N},) int64 tensor, got {shape} {dtype}")
-    if N and (int(labels.min()) < 0 or int(labels.max()) >= C):
-        raise ValueError(f"{name} must lie in [0, {C}), got values from {int(labels.min())} "
-                         f"to {int(labels.max())}")  # fmt: skip
-    return labels
+# How far a row of probabilities may sum from 1: one rounding of the probabilities to the next
+# lower precision (a float16 softmax stored as float32, a float32 one stored as float64) moves
+# a sum by up to ~2.5e-4 and ~4e-6 (measured at 1e5 classes); bfloat16 rounding, by up to
+# ~4e-3. Each tolerance is a few times that, and still far below what a mistake gives
+# (logits, unnormalised scores, a dropped class).
+_SUM_TOLERANCE = {
+    torch.float64: 1e-5,
+    torch.float32: 1e-3,
+    torch.float16: 1e-2,
+    torch.bfloat16: 1e-2,
+}
 
 
-def _check_logits(logits: Tensor, name: str = "logits") -> tuple[int, int]:
-    check_float_tensor(logits, name, ndim=2)
-    N, C = logits.shape
-    if N < 1 or C < 2:
-        raise ValueError(f"{name} must be (N, C) with N >= 1 and C >= 2, got {(N, C)}")
+def _check_probs(probs: Tensor) -> tuple[int, int]:
+    """Raise ValueError unless ``probs`` is (N, C) floating point, N >= 1, C >= 2, finite,
+    non-negative, each row summing to 1 within :data:`_SUM_TOLERANCE` of its dtype."""
+    N, C = check_class_scores(probs, "probs")
+    p = probs.detach()
+    bad = ~torch.isfinite(p).all(dim=1)  # (N,)
+    if bad.any():
+        row = int(bad.nonzero()[0])
+        raise ValueError(
+            f"probs must be finite probabilities, got row {row}: {p[row].tolist()[:8]}"
+        )
+    bad = (p < 0).any(dim=1)
+    if bad.any():
+        row = int(bad.nonzero()[0])
+        raise ValueError(
+            f"probs must be non-negative probabilities, got {float(p[row].min())} in row {row}"
+        )
+    tolerance = _SUM_TOLERANCE.get(probs.dtype, 1e-3)
+    sums = p.to(torch.float64).sum(dim=1)  # (N,)
+    bad = (sums - 1).abs() > tolerance
+    if bad.any():
+        row = int(bad.nonzero()[0])
+        raise ValueError(
+            f"probs must be probabilities, each row summing to 1 (within {tolerance:g} for "
+            f"{probs.dtype}; pass softmax(logits), not logits), got row {row} summing to "
+            f"{float(sums[row]):.6g}"
+        )
     return N, C
 
 
@@ -44,7 +71,9 @@ class TemperatureScaler(nn.Module):
 
     Raises:
         ValueError: from :meth:`fit` on logits that are not (N, C) floating point with C >= 2,
-            labels not (N,) int64 in [0, C), or non-finite logits.
+            labels not (N,) int64 in [0, C), non-finite logits or logits beyond 1e150 (whose
+            squares overflow float64); from a call, logits not a floating-point tensor with
+            a class dimension.
 
     Examples:
         >>> scaler = TemperatureScaler().fit(val_logits, val_labels)
@@ -72,22 +101,25 @@ class TemperatureScaler(nn.Module):
         a bound reached is returned with a warning.
 
         Raises:
-            ValueError: bad logits or labels (see the class), ``max_temperature`` <= 1.
+            ValueError: bad logits or labels (see the class), ``max_temperature`` not a
+                finite number > 1.
         """
-        if not (isinstance(max_temperature, int | float) and 1.0 < max_temperature < math.inf):
+        if isinstance(max_temperature, bool) or not (
+            isinstance(max_temperature, int | float) and 1.0 < max_temperature < math.inf
+        ):
             raise ValueError(f"max_temperature must be finite and > 1, got {max_temperature!r}")
-        N, C = _check_logits(logits)
-        _check_labels(labels, N, C)
+        N, C = check_class_scores(logits, "logits", finite=True)
+        check_labels(labels, "labels", N, C, rows_of="logits")
         z = logits.detach().to(torch.float64)
-        if not torch.isfinite(z).all():
-            raise ValueError("logits must be finite to fit a temperature")
+        if float(z.abs().max()) > 1e150:  # E_p[z^2] below would overflow float64
+            raise ValueError(f"logits must lie within +-1e150, got {float(z.abs().max()):.3g}")
         true = z.gather(1, labels.to(z.device)[:, None])[:, 0]  # (N,)
 
         def slope_and_curvature(beta: float) -> tuple[float, float]:
             p = torch.softmax(beta * z, dim=1)  # (N, C)
             mean = (p * z).sum(dim=1)  # (N,) E_p[z]
-            var = (p * z * z).sum(dim=1) - mean**2  # (N,) Var_p[z] >= 0
-            return float((mean - true).mean()), float(var.clamp_min(0).mean())
+            var = (p * (z - mean[:, None]) ** 2).sum(dim=1)  # (N,) Var_p[z] >= 0
+            return float((mean - true).mean()), float(var.mean())
 
         low, high = 1.0 / max_temperature, max_temperature  # the bracket on beta = 1/T
         if slope_and_curvature(low)[0] >= 0:  # NLL rising from the smallest beta on
@@ -113,7 +145,9 @@ class TemperatureScaler(nn.Module):
 
     def forward(self, logits: Tensor) -> Tensor:
         check_float_tensor(logits, "logits")
-        dtype = torch.promote_types(logits.dtype, torch.float32)
+        if logits.dim() < 1:
+            raise ValueError("logits must be (*, C), got a 0-d tensor")
+        dtype = compute_dtype(logits)
         return logits.to(dtype) * self.inverse_temperature.to(device=logits.device, dtype=dtype)
 
     def extra_repr(self) -> str:
@@ -127,21 +161,23 @@ def reliability_bins(
 
     Bin ``b`` holds the confidences in ``[b / n, (b + 1) / n)``; a confidence of exactly 1
     forms bin ``n`` (as torchmetrics bins). Empty bins have accuracy and confidence 0.
-    Arguments and errors as :func:`expected_calibration_error`.
+    Binned in float32 whatever the default dtype. Arguments and errors as
+    :func:`expected_calibration_error`.
 
     Shape:
         probs (N, C), labels (N,); three (n_bins + 1,) float32 tensors.
     """
-    N, C = _check_logits(probs, "probs")
-    _check_labels(labels, N, C)
+    N, C = _check_probs(probs)
+    check_labels(labels, "labels", N, C, rows_of="probs")
     check_int(n_bins, "n_bins")
-    confidence, prediction = probs.detach().float().max(dim=1)  # (N,), (N,)
-    correct = (prediction == labels.to(probs.device)).float()  # (N,)
-    edges = torch.linspace(0, 1, n_bins + 1, device=probs.device)  # (n_bins + 1,)
+    f32, device = torch.float32, probs.device
+    confidence, prediction = probs.detach().to(f32).max(dim=1)  # (N,), (N,)
+    correct = (prediction == labels.to(device)).to(f32)  # (N,)
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=f32, device=device)  # (n_bins + 1,)
     bins = torch.bucketize(confidence, edges, right=True) - 1  # (N,) in [0, n_bins]
 
     def per_bin(values: Tensor) -> Tensor:
-        return torch.zeros(n_bins + 1, device=probs.device).scatter_add_(0, bins, values)
+        return torch.zeros(n_bins + 1, dtype=f32, device=device).scatter_add_(0, bins, values)
 
     count = per_bin(torch.ones_like(confidence))
     return count, per_bin(correct) / count.clamp_min(1), per_bin(confidence) / count.clamp_min(1)
@@ -156,20 +192,27 @@ def expected_calibration_error(probs: Tensor, labels: Tensor, n_bins: int = 15) 
     ``[b / n, (b + 1) / n)`` and a confidence of exactly 1 forms a bin of its own
     (:func:`reliability_bins`).
 
+    ``probs`` must be probabilities: finite, non-negative, each row summing to 1 within a
+    tolerance of its dtype (1e-5 for float64, 1e-3 for float32, 1e-2 for float16 and
+    bfloat16: a few times what one rounding to the next lower precision moves a sum, far
+    below what passing logits or unnormalised scores gives).
+
     Args:
         probs: class probabilities, each row summing to 1 (e.g. ``softmax(logits / T)``).
         labels: the true classes.
         n_bins: number of bins (>= 1); 15 as Guo et al.
 
     Returns:
-        ECE in [0, 1], a 0-d float32 tensor.
+        ECE in [0, 1], a 0-d float32 tensor (whatever the default dtype).
 
     Shape:
         probs (N, C), labels (N,) int64; output ().
 
     Raises:
-        ValueError: probs not (N, C) floating point with N >= 1 and C >= 2, labels not (N,)
-            int64 in [0, C), n_bins < 1.
+        ValueError: probs not (N, C) floating point with N >= 1 and C >= 2, or not
+            probabilities (a non-finite or negative entry, or a row whose sum is not 1: the
+            message gives the first such row); labels not (N,) int64 in [0, C); n_bins not
+            an integer >= 1.
     """
     count, accuracy, confidence = reliability_bins(probs, labels, n_bins)
     return (count * (accuracy - confidence).abs()).sum() / count.sum()

@@ -9,11 +9,15 @@ result: two matrix products in all, the least any implementation needs, and O(N 
 extra memory instead of O(N x K).
 
 Numerics: logits and sums in float32 (float64 for float64 inputs) with autocast off. When
-the inputs are L2-normalised every logit lies in ``[-1/T, 1/T]``; for ``T >= 0.025`` the
-exponentials then neither overflow nor underflow float32 even for millions of negatives, so
-the running maximum is skipped (one pass less). Otherwise the classic running-max
-log-sum-exp is used. Either way ``lse = m + log(sum exp(l - m))``, never a log of a softmax.
-Internally the logits are in base 2 (``exp2`` is several times faster than ``exp`` on CPUs).
+the inputs are L2-normalised every logit lies in ``[-1/T, 1/T]``, finite for every ``T``
+normal in the dtype; for ``T >= 0.025`` the exponentials then neither overflow nor underflow
+float32 even for millions of negatives, so the running maximum is skipped (one pass less).
+Otherwise the classic running-max log-sum-exp is used. Either way ``lse = m + log(sum exp(l -
+m))``, never a log of a softmax. Internally the logits are in base 2 (``exp2`` is several
+times faster than ``exp`` on CPUs), and with normalised inputs ``log2(e) / T`` rides in the
+query for free. Without normalisation ``q.k / T`` could overflow for a small ``T``: the raw
+similarities are kept, and each chunk is scaled by ``log2(e) / T`` only after the running
+maximum is subtracted (one more pass over the chunk), so no finite input overflows.
 """
 
 import math
@@ -23,19 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from infonce._checks import (
-    check_info_nce_inputs,
-    check_int,
-    check_reduction,
-    check_temperature,
-    reduce_loss,
-)
+from infonce._checks import check_info_nce, check_int, check_reduction, reduce_loss
+from infonce._numerics import compute_dtype, over_temperature, temperature_like
 
 # Bounded logits |l| <= 1/T need no running maximum when exp(+-2/T) stays finite and normal in
 # float32 (exp(80) = 5.5e34, and K * exp(1/T) < 1e38 for K up to 2**24 at 1/T = 40).
 _MIN_TEMPERATURE_WITHOUT_MAX = 0.025
 _LOG2E, _LN2 = 1.0 / math.log(2.0), math.log(2.0)
 DEFAULT_CHUNK_SIZE = 4096
+
+__all__ = ["InfoNCEStats", "chunked_info_nce", "chunked_info_nce_stats"]
 
 
 class InfoNCEStats(NamedTuple):
@@ -63,18 +64,26 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, query, key, negatives, temperature, normalize, chunk_size, stats):
         # Logits are kept in base 2 (l2 = l * log2(e)): exp2 is several times faster than exp
-        # on CPUs, and the factor rides along with 1/T in the query for free.
+        # on CPUs. Normalised, the factor log2(e) / T rides along in the query for free (the
+        # logits stay within log2(e) / T, finite); raw, the similarities are kept and the
+        # factor applied after the running maximum is subtracted, so that nothing overflows.
         N, D = query.shape
         K = negatives.shape[0]
         need_dq, need_dk, need_dn, need_dt = ctx.needs_input_grad[:4]
         # A tensor T (0-d, learnable) is not read on the host: the running maximum is kept.
         tensor_t = isinstance(temperature, Tensor)
         bounded = normalize and not tensor_t and temperature >= _MIN_TEMPERATURE_WITHOUT_MAX
-        q2 = query * (_LOG2E / temperature)  # (N, D): base-2 logits are q2 . k
-        l_pos = (q2 * key).sum(dim=1)  # (N,) base 2
-        # running log-sum-exp state: shift m (N,), sum of 2^(l - m) s (N,)
+        scale = _LOG2E / temperature  # float or ()
+        folded = normalize  # logits q2 . v in base 2 already; else raw similarities q . v
+
+        def base2(x: Tensor) -> Tensor:  # a difference of logits, in base-2 units of 1/T
+            return x if folded else x * scale
+
+        q2 = query * scale if folded else query  # (N, D): the logits are q2 . v
+        l_pos = (q2 * key).sum(dim=1)  # (N,)
+        # running log-sum-exp state: shift m (N,), sum of 2^(base2(l - m)) s (N,)
         m = torch.zeros_like(l_pos) if bounded else l_pos.clone()
-        s = torch.exp2(l_pos - m)  # (N,)
+        s = torch.exp2(base2(l_pos - m))  # (N,)
         need_weighted = need_dq or need_dt  # dL/dT = -q . dL/dq / T
         weighted = s[:, None] * key if need_weighted else None  # (N, D): sum_j 2^(l_j - m) v_j
         max_neg = torch.full_like(l_pos, -torch.inf)  # (N,)
@@ -90,19 +99,22 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
                 max_neg = torch.maximum(max_neg, chunk_max)
             if not bounded:
                 m_new = torch.maximum(m, chunk_max)
-                rescale = torch.exp2(m - m_new)  # (N,) <= 1
+                rescale = torch.exp2(base2(m - m_new))  # (N,) <= 1
                 s.mul_(rescale)
                 if weighted is not None:
                     weighted.mul_(rescale[:, None])
                 logits.sub_(m_new[:, None])
+                if not folded:
+                    logits.mul_(scale)  # (N, C) <= 0: base-2 logits relative to the maximum
                 m = m_new
             p = logits.exp2_()  # (N, C): 2^(l - m), in place
             s += p.sum(dim=1)
             if weighted is not None:
                 weighted.addmm_(p, n)  # (N, D)
-        lse = m + torch.log2(s)  # (N,) base 2
-        loss = (lse - l_pos) * _LN2  # (N,) natural log
-        p_pos = torch.exp2(l_pos - lse)  # (N,)
+        log2_s = torch.log2(s)  # (N,): the base-2 log-sum-exp is base2(m) + log2_s
+        gap = base2(m - l_pos)  # (N,): how far the positive lies below the shift m
+        loss = (gap + log2_s) * _LN2  # (N,) natural log: lse - l_pos
+        p_pos = torch.exp2(-gap - log2_s)  # (N,)
         dq = (weighted / s[:, None] - key) / temperature if need_weighted else None  # (N, D)
         dk = (p_pos - 1.0)[:, None] * query / temperature if need_dk else None  # (N, D)
         # dL/dT = (l+ - sum_j p_j l_j) / T^2 (raw logits l = q . v) = -(q . dL/dq) / T
@@ -111,19 +123,23 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
         # Negatives that need no gradient (a queue) are kept outside autograd's version check,
         # so the queue may be overwritten in place before a first-order backward.
         saved_t = temperature if tensor_t else None
-        ctx.save_for_backward(query, key, negatives if need_dn else None, dq, dk, dt, lse, saved_t)
+        saved_n = negatives if need_dn else None
+        ctx.save_for_backward(query, key, saved_n, dq, dk, dt, m, log2_s, saved_t)
         if not need_dn:
             ctx.negatives, ctx.negatives_version = negatives, negatives._version
         ctx.normalize, ctx.chunk_size, ctx.temperature = normalize, chunk_size, temperature
         ctx.need_dq = need_dq
-        l_pos, max_neg = l_pos * _LN2, max_neg * _LN2  # back to q.k / T
+        if folded:
+            l_pos, max_neg = l_pos * _LN2, max_neg * _LN2  # back to q.k / T
+        else:
+            l_pos, max_neg = l_pos / temperature, max_neg / temperature
         mean_neg = (query @ neg_sum) / (temperature * max(K, 1))  # (N,); 0 without stats or K
         ctx.mark_non_differentiable(l_pos, max_neg, mean_neg)
         return loss, l_pos, max_neg, mean_neg
 
     @staticmethod
     def backward(ctx, grad_loss, *unused):
-        query, key, negatives, dq, dk, dt, lse, temperature = ctx.saved_tensors
+        query, key, negatives, dq, dk, dt, m, log2_s, temperature = ctx.saved_tensors
         if temperature is None:  # a float
             temperature = ctx.temperature
         if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
@@ -143,13 +159,17 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
         grad_t = (dt * grad_loss).sum() if dt is not None else None  # ()
         grad_n = None
         if negatives is not None:  # saved when they need a gradient
-            q2 = query * (_LOG2E / temperature)  # (N, D), as in forward
-            qg = q2 * (g * _LN2)  # (N, D): g_i q_i / T, since q2 = q log2(e) / T
+            scale = _LOG2E / temperature
+            folded = ctx.normalize  # as in forward
+            q2 = query * scale if folded else query  # (N, D)
+            qg = query * (g / temperature)  # (N, D): g_i q_i / T
             grad_n = torch.empty_like(negatives)
             for start in range(0, negatives.shape[0], ctx.chunk_size):
                 raw = negatives[start : start + ctx.chunk_size].to(q2.dtype)  # (C, D)
                 n = F.normalize(raw, dim=1) if ctx.normalize else raw
-                p = torch.exp2(q2 @ n.T - lse[:, None])  # (N, C) softmax weights, recomputed
+                relative = q2 @ n.T - m[:, None]  # (N, C)
+                relative = relative if folded else relative * scale
+                p = torch.exp2(relative - log2_s[:, None])  # (N, C) softmax weights, recomputed
                 dn = p.T @ qg  # (C, D): sum_i g_i p_ij q_i / T
                 if ctx.normalize:  # through n = r / |r|: (dn - n (n . dn)) / |r|
                     norm = raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
@@ -168,7 +188,8 @@ def _differentiable_grads(ctx, query, key, negatives, temperature, grad_loss) ->
     n = negatives.to(query.dtype)
     n = F.normalize(n, dim=1) if ctx.normalize else n  # (K, D)
     l_pos = (query * key).sum(dim=1, keepdim=True)  # (N, 1)
-    logits = torch.cat([l_pos, query @ n.T], dim=1) / temperature  # (N, 1+K)
+    similarities = torch.cat([l_pos, query @ n.T], dim=1)  # (N, 1+K)
+    logits = over_temperature(similarities, temperature, ctx.normalize, dim=1)  # (N, 1+K)
     loss = torch.logsumexp(logits, dim=1) - logits[:, 0]  # (N,)
     needs = ctx.needs_input_grad[:4]
     inputs = (query, key, negatives, temperature)
@@ -215,11 +236,14 @@ def chunked_info_nce(
         query (N, D), key (N, D), negatives (K, D); output () or (N,).
 
     Raises:
-        ValueError: as :func:`infonce.info_nce`; also ``negatives`` not (K, D) or a
-            ``chunk_size`` < 1.
+        ValueError: as :func:`infonce.info_nce`; also ``negatives`` not a (K, D) tensor (None
+            included) or a ``chunk_size`` that is not an integer >= 1.
     """
-    loss = chunked_info_nce_stats(query, key, negatives, temperature, normalize, chunk_size).loss
-    return reduce_loss(loss, check_reduction(reduction))
+    reduction = check_reduction(reduction)
+    temperature = check_info_nce(query, key, negatives, temperature, normalize, shared=True)
+    check_int(chunk_size, "chunk_size")
+    loss = _chunked(query, key, negatives, temperature, normalize, chunk_size, stats=False).loss
+    return reduce_loss(loss, reduction)
 
 
 def chunked_info_nce_stats(
@@ -243,25 +267,21 @@ def chunked_info_nce_stats(
     Shape:
         query (N, D), key (N, D), negatives (K, D); every field of the result (N,).
     """
-    temperature = check_temperature(temperature, allow_tensor=True)
-    check_info_nce_inputs(query, key, negatives)
-    if negatives.dim() != 2:
-        raise ValueError(f"negatives must have shape (K, D), got {tuple(negatives.shape)}")
+    temperature = check_info_nce(query, key, negatives, temperature, normalize, shared=True)
     check_int(chunk_size, "chunk_size")
     return _chunked(query, key, negatives, temperature, normalize, chunk_size, stats=True)
 
 
 def _chunked(query, key, negatives, temperature, normalize, chunk_size, stats) -> InfoNCEStats:
-    """The unchecked core, for callers that validated their arguments already."""
-    dtype = torch.promote_types(query.dtype, torch.float32)
-    tensor_t = isinstance(temperature, Tensor)
+    """The core of :func:`chunked_info_nce` and :func:`chunked_info_nce_stats`, on checked
+    arguments; ``stats=False`` skips the logit statistics (one pass per chunk less)."""
+    dtype = compute_dtype(query)
     if not torch.is_grad_enabled():  # else the Function would still accumulate dL/dq
         query, key, negatives = query.detach(), key.detach(), negatives.detach()
-        temperature = temperature.detach() if tensor_t else temperature
+        temperature = temperature.detach() if isinstance(temperature, Tensor) else temperature
     with torch.autocast(device_type=query.device.type, enabled=False):
-        if tensor_t:
-            temperature = temperature.to(device=query.device, dtype=dtype)
         q, k = query.to(dtype), key.to(dtype)
+        temperature = temperature_like(temperature, q)
         if normalize:
             q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
         return InfoNCEStats(

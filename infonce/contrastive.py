@@ -2,7 +2,10 @@
 
 Same conventions as :func:`infonce.info_nce`: L2-normalised features by default, logits and
 log-sum-exp in float32 (float64 for float64 inputs) with autocast off, ``temperature`` a
-positive number or a 0-d tensor that receives its gradient, ``reduction`` mean | sum | none.
+positive number or a 0-d tensor that receives its gradient, ``reduction`` mean | sum | none;
+no finite input overflows at any valid ``T`` (normalised logits lie in ``[-1/T, 1/T]``; raw
+ones have each anchor's largest subtracted before dividing by ``T``); a nan in the inputs
+gives a nan loss, as in torch's losses.
 With ``chunk_size``, anchors are processed that many rows at a time under activation
 checkpointing, so the (M, M) similarity matrix of M = 2N (or N x views) embeddings is never
 held whole: peak memory O(chunk_size x M) instead of O(M^2), for one more matrix product in
@@ -15,12 +18,18 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from infonce._checks import (
+    check_bool,
     check_float_tensor,
     check_int,
     check_reduction,
+    check_same_device,
     check_temperature,
+    describe,
     reduce_loss,
 )
+from infonce._numerics import compute_dtype, divide, shift_by_max, temperature_like
+
+__all__ = ["nt_xent", "supcon"]
 
 
 def nt_xent(
@@ -52,19 +61,20 @@ def nt_xent(
         z1 (N, D), z2 (N, D); output () or (2N,).
 
     Raises:
-        ValueError: non-floating or mismatched inputs (with their shapes), N < 1, a bad
-            temperature, reduction or chunk_size.
+        ValueError: non-floating, mismatched inputs (with their shapes) or inputs on two
+            devices, N < 1 or D < 1, a bad temperature, reduction, normalize or chunk_size.
 
     Examples:
         >>> loss = nt_xent(torch.randn(256, 128), torch.randn(256, 128), temperature=0.5)
     """
     check_float_tensor(z1, "z1", ndim=2)
     check_float_tensor(z2, "z2", ndim=2)
-    if z1.shape != z2.shape or z1.shape[0] < 1:
+    if z1.shape != z2.shape or min(z1.shape) < 1:
         raise ValueError(
             f"z1 and z2 must be non-empty and of one shape (N, D), got {tuple(z1.shape)} "
             f"and {tuple(z2.shape)}"
         )
+    check_same_device(z2, "z2", z1, "z1")
     reduction = check_reduction(reduction)
     sample = torch.arange(z1.shape[0], device=z1.device).repeat(2)  # (2N,) views of one sample
     loss, _ = _contrast(torch.cat([z1, z2]), sample, temperature, normalize, chunk_size)  # (2N,)
@@ -105,7 +115,8 @@ def supcon(
 
     Raises:
         ValueError: features not (N, views, D) floating point with N, views, D >= 1, labels
-            not an (N,) integer tensor, a bad temperature, reduction or chunk_size.
+            not an (N,) integer tensor on the features' device, a bad temperature, reduction,
+            normalize or chunk_size.
 
     Examples:
         >>> features = torch.randn(128, 2, 64)  # 2 views of 128 images
@@ -124,10 +135,11 @@ def supcon(
         or labels.dtype.is_complex
         or labels.dtype == torch.bool
     ):
-        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(f"labels must be an ({N},) integer tensor, got {shape}")
+        got = describe(labels)
+        raise ValueError(f"labels must be an integer tensor of shape ({N},), got {got}")
+    else:
+        check_same_device(labels, "labels", features, "features")
     reduction = check_reduction(reduction)
-    labels = labels.to(features.device)
     anchor_labels = labels.repeat_interleave(V)  # (N*V,) sample-major, as features.reshape
     loss, positives = _contrast(
         features.reshape(N * V, D), anchor_labels, temperature, normalize, chunk_size
@@ -151,16 +163,16 @@ def _contrast(
 
     Shape: z (M, D), group (M,) integer; output: the loss (M,) and |P(a)| (M,) int64.
     """
-    temperature = check_temperature(temperature, allow_tensor=True)
+    dtype = compute_dtype(z)
+    temperature = check_temperature(temperature, allow_tensor=True, dtype=dtype)
+    check_bool(normalize, "normalize")
     if chunk_size is not None:
         check_int(chunk_size, "chunk_size")
     M = z.shape[0]
-    dtype = torch.promote_types(z.dtype, torch.float32)
     with torch.autocast(device_type=z.device.type, enabled=False):
-        if isinstance(temperature, Tensor):
-            temperature = temperature.to(device=z.device, dtype=dtype)
         z = z.to(dtype)
         z = F.normalize(z, dim=1) if normalize else z
+        temperature = temperature_like(temperature, z)
         _, which = torch.unique(group, return_inverse=True)  # (M,) group index 0..G-1
         sums = z.new_zeros(int(which.max()) + 1, z.shape[1]).index_add(0, which, z)  # (G, D)
         positives = torch.bincount(which)[which] - 1  # (M,) |P(a)|
@@ -171,23 +183,34 @@ def _contrast(
         parts = []
         for start in range(0, M, step):
             end = min(start + step, M)
+            args = (z, start, end, others, positives, temperature, normalize)
             if chunk_size is None or not torch.is_grad_enabled():
-                parts.append(_anchor_rows(z, start, end, others, positives, temperature))
+                parts.append(_anchor_rows(*args))
             else:  # the (C, M) logits are recomputed in backward instead of kept
-                parts.append(checkpoint(_anchor_rows, z, start, end, others, positives,
-                                        temperature, use_reentrant=False))  # fmt: skip
+                parts.append(checkpoint(_anchor_rows, *args, use_reentrant=False))
         total = torch.cat(parts)  # (M,) sum over P(a) of log softmax
         return torch.where(positives > 0, -total / positives.clamp_min(1), 0.0), positives
 
 
 def _anchor_rows(
-    z: Tensor, start: int, end: int, others: Tensor, positives: Tensor, temperature
+    z: Tensor, start: int, end: int, others: Tensor, positives: Tensor, temperature, normalize
 ) -> Tensor:
     """``sum_{p in P(a)} log softmax_p = sum_p l_ap - |P(a)| lse_a`` of the C anchors
-    ``start:end``: z (M, D), others (M, D), positives (M,) -> (C,)."""
+    ``start:end``: z (M, D), others (M, D), positives (M,) -> (C,).
+
+    Normalised, ``l = s / T`` (finite: ``|s| <= 1``). Raw, with ``m`` each anchor's largest
+    similarity over A(a), ``l - m / T = (s - m) / T`` has no entry above 0, so nothing
+    overflows, and ``sum_p l_ap - |P| lse_a = (sum_p s_ap - |P| m) / T - |P| lse_a(l - m / T)``.
+    """
     anchors = z[start:end]  # (C, D)
-    logits = anchors @ z.T / temperature  # (C, M)
-    logits.diagonal(offset=start).fill_(-torch.inf)  # A(a): every view but a itself
-    lse = torch.logsumexp(logits, dim=1)  # (C,)
-    positive_logits = (anchors * others[start:end]).sum(dim=1) / temperature  # (C,)
-    return positive_logits - positives[start:end] * lse
+    count = positives[start:end]  # (C,) |P(a)|
+    positive_sum = (anchors * others[start:end]).sum(dim=1)  # (C,) sum_p s_ap
+    if normalize:
+        logits = anchors @ z.T / temperature  # (C, M)
+        logits.diagonal(offset=start).fill_(-torch.inf)  # A(a): every view but a itself
+        return positive_sum / temperature - count * torch.logsumexp(logits, dim=1)
+    similarities = anchors @ z.T  # (C, M)
+    similarities.diagonal(offset=start).fill_(-torch.inf)  # A(a)
+    shifted, shift = shift_by_max(similarities, dim=1)  # (C, M) <= 0, (C, 1): finite, M >= 2
+    lse = torch.logsumexp(divide(shifted, temperature), dim=1)  # (C,)
+    return (positive_sum - count * shift[:, 0]) / temperature - count * lse

@@ -7,13 +7,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from infonce._checks import (
-    check_info_nce_inputs,
+    check_bool,
+    check_finite_number,
+    check_info_nce,
     check_int,
     check_reduction,
     check_temperature,
-    reduce_loss,
 )
-from infonce.chunked import DEFAULT_CHUNK_SIZE, InfoNCEStats, _chunked, chunked_info_nce_stats
+from infonce._numerics import (
+    info_nce_similarities,
+    over_temperature,
+    shift_and_divide,
+    temperature_like,
+)
+from infonce.chunked import InfoNCEStats, chunked_info_nce, chunked_info_nce_stats
+
+__all__ = ["InfoNCE", "info_nce", "info_nce_logits", "info_nce_stats", "separated_loss"]
 
 # From this many shared negatives on, info_nce runs infonce.chunked: never the whole (N, 1+K)
 # logits, and two matrix products instead of three. `python benchmarks/loss.py --crossover` on
@@ -47,6 +56,12 @@ def info_nce(
     :func:`infonce.chunked.chunked_info_nce`: same values, O(N) instead of O(N x K) memory,
     2-3x faster on CPUs at MoCo's sizes.
 
+    No finite input overflows at any valid ``T``: normalised logits lie in ``[-1/T, 1/T]``,
+    and without ``normalize`` each row's largest logit is subtracted before dividing by ``T``
+    (the softmax is the same). A nan in an input gives a nan loss (for that query, or all of
+    them when it sits in a shared negative or a key of the in-batch form), as torch's own
+    losses do.
+
     Args:
         query: the queries ``q``.
         key: the positive key for each query.
@@ -63,23 +78,25 @@ def info_nce(
         query (N, D), key (N, D), negatives (K, D) or (N, M, D) or None; output () or (N,).
 
     Raises:
-        ValueError: non-floating or wrongly shaped inputs (named with their shapes), an empty
-            batch or D = 0, a temperature that is not a positive finite number, or an unknown
-            reduction. Nothing is broadcast.
+        ValueError: inputs that are not floating-point tensors, wrongly shaped (named with
+            their shapes) or on two devices, an empty batch or D = 0, a temperature that is not
+            a positive finite number normal in the compute dtype, an unknown reduction, or a
+            ``normalize`` that is not a bool. Nothing is broadcast.
 
     Examples:
         >>> q, k = torch.randn(8, 128), torch.randn(8, 128)
         >>> queue = torch.randn(4096, 128)
         >>> loss = info_nce(q, k, queue, temperature=0.07)
     """
+    if isinstance(negatives, Tensor) and negatives.dim() == 2 and len(negatives) >= CHUNKED_FROM:
+        return chunked_info_nce(query, key, negatives, temperature, reduction, normalize)
+    temperature = check_info_nce(query, key, negatives, temperature, normalize)
     reduction = check_reduction(reduction)
-    if negatives is not None and negatives.dim() == 2 and negatives.shape[0] >= CHUNKED_FROM:
-        temperature = check_temperature(temperature, allow_tensor=True)
-        check_info_nce_inputs(query, key, negatives)
-        stats = _chunked(query, key, negatives, temperature, normalize, DEFAULT_CHUNK_SIZE, False)
-        return reduce_loss(stats.loss, reduction)
-    logits, labels = info_nce_logits(query, key, negatives, temperature, normalize)
-    return F.cross_entropy(logits, labels, reduction=reduction)
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        logits, labels = info_nce_similarities(query, key, negatives, normalize)  # (N, C) q.k
+        temperature = temperature_like(temperature, logits)
+        logits = over_temperature(logits, temperature, normalize, dim=1)  # (N, C) q.k / T
+        return F.cross_entropy(logits, labels, reduction=reduction)
 
 
 def info_nce_logits(
@@ -96,34 +113,17 @@ def info_nce_logits(
     holds the positive: ``[q.k+, q.k_1, ..., q.k_K] / T``, shape (N, 1+K) or (N, 1+M), labels
     all 0. Without, ``q @ k.T / T``, shape (N, N), labels ``arange(N)`` (the diagonal).
     Logits are float32 (float64 for float64 inputs). Arguments and errors as :func:`info_nce`.
+    With ``normalize`` every logit lies in ``[-1/T, 1/T]``, finite for any valid ``T``;
+    without, a similarity so large that ``q.k / T`` exceeds the dtype's range is ``+-inf``
+    here (:func:`info_nce` itself subtracts each row's maximum first and stays finite).
 
     Shape:
         logits (N, C) float, labels (N,) int64.
     """
-    temperature = check_temperature(temperature, allow_tensor=True)
-    check_info_nce_inputs(query, key, negatives)
-    N = query.shape[0]
-    dtype = torch.promote_types(query.dtype, torch.float32)
+    temperature = check_info_nce(query, key, negatives, temperature, normalize)
     with torch.autocast(device_type=query.device.type, enabled=False):
-        if isinstance(temperature, Tensor):
-            temperature = temperature.to(device=query.device, dtype=dtype)
-        q, k = query.to(dtype), key.to(dtype)
-        n = None if negatives is None else negatives.to(dtype)
-        if normalize:
-            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-            n = None if n is None else F.normalize(n, dim=-1)
-        if n is None:
-            logits = q @ k.T  # (N, N)
-            labels = torch.arange(N, device=q.device)  # positives on the diagonal
-        else:
-            l_pos = (q * k).sum(dim=-1, keepdim=True)  # (N, 1)
-            if n.dim() == 2:
-                l_neg = q @ n.T  # (N, K)
-            else:
-                l_neg = torch.einsum("nd,nmd->nm", q, n)  # (N, M)
-            logits = torch.cat([l_pos, l_neg], dim=1)  # (N, 1+K)
-            labels = torch.zeros(N, dtype=torch.long, device=q.device)  # the positive is column 0
-        return logits / temperature, labels
+        similarities, labels = info_nce_similarities(query, key, negatives, normalize)  # (N, C)
+        return similarities / temperature_like(temperature, similarities), labels
 
 
 def info_nce_stats(
@@ -147,10 +147,20 @@ def info_nce_stats(
     Shape:
         query (N, D), key (N, D), negatives (K, D) or (N, M, D) or None; every field (N,).
     """
-    if negatives is not None and negatives.dim() == 2:
+    if isinstance(negatives, Tensor) and negatives.dim() == 2:  # checked there
         return chunked_info_nce_stats(query, key, negatives, temperature, normalize)
-    logits, labels = info_nce_logits(query, key, negatives, temperature, normalize)  # (N, C)
-    loss = F.cross_entropy(logits, labels, reduction="none")  # (N,)
+    temperature = check_info_nce(query, key, negatives, temperature, normalize)
+    with torch.autocast(device_type=query.device.type, enabled=False):
+        logits, labels = info_nce_similarities(query, key, negatives, normalize)  # (N, C) q.k
+        temperature = temperature_like(temperature, logits)
+        if normalize:
+            logits = logits / temperature  # (N, C) q.k / T
+            loss = F.cross_entropy(logits, labels, reduction="none")  # (N,)
+        else:  # the loss from shifted logits, the statistics from q.k / T (+-inf on overflow)
+            shifted = shift_and_divide(logits, temperature, dim=1)  # (N, C)
+            loss = F.cross_entropy(shifted, labels, reduction="none")  # (N,)
+            with torch.no_grad():
+                logits = logits / temperature  # (N, C)
     logits = logits.detach()
     positive = logits.gather(1, labels[:, None])  # (N, 1)
     others = logits.scatter(1, labels[:, None], -torch.inf)  # (N, C): the positive masked out
@@ -177,6 +187,11 @@ class InfoNCE(nn.Module):
     Shape:
         query (N, D), key (N, D), negatives (K, D) or (N, M, D) or None; output () or (N,).
 
+    Raises:
+        ValueError: at construction, a temperature that is neither a module nor a positive
+            finite number (or 0-d tensor), an unknown reduction, a non-bool ``normalize``;
+            when called, as :func:`info_nce`.
+
     Examples:
         >>> criterion = InfoNCE(temperature=0.2)
         >>> loss = criterion(torch.randn(8, 64), torch.randn(8, 64), torch.randn(100, 64))
@@ -190,11 +205,11 @@ class InfoNCE(nn.Module):
         normalize: bool = True,
     ):
         super().__init__()
-        if not isinstance(temperature, nn.Module):
-            temperature = check_temperature(temperature, allow_tensor=True)
+        if not isinstance(temperature, nn.Module):  # the widest dtype: forward checks again
+            temperature = check_temperature(temperature, allow_tensor=True, dtype=torch.float64)
         self.temperature = temperature
         self.reduction = check_reduction(reduction)
-        self.normalize = normalize
+        self.normalize = check_bool(normalize, "normalize")
 
     def forward(self, query: Tensor, key: Tensor, negatives: Tensor | None = None) -> Tensor:
         t = self.temperature() if isinstance(self.temperature, nn.Module) else self.temperature
@@ -228,10 +243,13 @@ def separated_loss(
         The loss as a Python float (float64 arithmetic).
 
     Raises:
-        ValueError: K < 0 or not an integer; a temperature that is not a positive finite number.
+        ValueError: K < 0 or not an integer; a temperature that is not a positive finite number
+            (normal in float64); a similarity that is not a finite number.
     """
     check_int(num_negatives, "num_negatives", minimum=0)
-    temperature = check_temperature(temperature)
+    temperature = check_temperature(temperature, dtype=torch.float64)
+    positive_similarity = check_finite_number(positive_similarity, "positive_similarity")
+    negative_similarity = check_finite_number(negative_similarity, "negative_similarity")
     if num_negatives == 0:
         return 0.0
     z = (negative_similarity - positive_similarity) / temperature + math.log(num_negatives)

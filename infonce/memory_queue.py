@@ -3,7 +3,9 @@
 import torch
 from torch import Tensor, nn
 
-from infonce._checks import check_float_tensor, check_int
+from infonce._checks import check_float_tensor, check_int, check_same_device
+
+__all__ = ["MemoryQueue"]
 
 
 class MemoryQueue(nn.Module):
@@ -31,6 +33,9 @@ class MemoryQueue(nn.Module):
     Shape:
         enqueue: keys (B, D), any B >= 0. negatives: (min(filled, K), D).
 
+    Raises:
+        ValueError: ``size`` or ``dim`` not an integer >= 1.
+
     Examples:
         >>> queue = MemoryQueue(4096, 128)
         >>> loss = info_nce(q, k, queue.negatives())
@@ -57,7 +62,8 @@ class MemoryQueue(nn.Module):
         """Write ``keys`` (B, D) at the pointer, wrapping around; never tracks gradients.
 
         Raises:
-            ValueError: ``keys`` not a floating (B, D) tensor with D equal to the queue's.
+            ValueError: ``keys`` not a floating (B, D) tensor with D equal to the queue's, or
+                not on the queue's device.
         """
         check_float_tensor(keys, "keys", ndim=2)
         if keys.shape[1] != self.dim:
@@ -65,6 +71,7 @@ class MemoryQueue(nn.Module):
                 f"keys must have shape (B, {self.dim}) for a queue of dim {self.dim}, "
                 f"got {tuple(keys.shape)}"
             )
+        check_same_device(keys, "keys", self.queue, "the queue")
         B = keys.shape[0]
         if B == 0:
             return

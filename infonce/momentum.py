@@ -5,7 +5,9 @@ import math
 import torch
 from torch import nn
 
-from infonce._checks import check_unit_interval
+from infonce._checks import check_int, check_unit_interval
+
+__all__ = ["cosine_momentum", "momentum_update"]
 
 
 def _check_momentum(m: float) -> float:
@@ -28,9 +30,13 @@ def momentum_update(online: nn.Module, target: nn.Module, m: float) -> None:
         m: momentum in [0, 1].
 
     Raises:
-        ValueError: ``m`` outside [0, 1] (or NaN), or the two networks' parameters or buffers
-            differ in names or shapes.
+        ValueError: ``online`` or ``target`` not an ``nn.Module``, ``m`` not a number in
+            [0, 1] (NaN included), or the two networks' parameters or buffers differ in names,
+            shapes or devices.
     """
+    for module, name in ((online, "online"), (target, "target")):
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"{name} must be an nn.Module, got {type(module).__name__}")
     m = _check_momentum(m)
     online_params = dict(online.named_parameters())
     target_params = dict(target.named_parameters())
@@ -64,6 +70,11 @@ def _check_same_layout(online: dict, target: dict, kind: str) -> None:
                 f"online and target {kind} differ in shape at {name!r}: "
                 f"{tuple(tensor.shape)} vs {tuple(target[name].shape)}"
             )
+        if tensor.device != target[name].device:
+            raise ValueError(
+                f"online and target {kind} differ in device at {name!r}: "
+                f"{tensor.device} vs {target[name].device}"
+            )
 
 
 def cosine_momentum(base: float, step: int, total_steps: int) -> float:
@@ -73,12 +84,11 @@ def cosine_momentum(base: float, step: int, total_steps: int) -> float:
     give 1.
 
     Raises:
-        ValueError: ``base`` outside [0, 1], ``total_steps < 1`` or ``step < 0``.
+        ValueError: ``base`` not a number in [0, 1], ``total_steps`` not an integer >= 1 or
+            ``step`` not an integer >= 0 (a bool is neither).
     """
-    base = _check_momentum(base)
-    if total_steps < 1:
-        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+    base = check_unit_interval(base, "base")
+    check_int(step, "step", minimum=0)
+    check_int(total_steps, "total_steps")
     progress = min(step / total_steps, 1.0)
     return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0

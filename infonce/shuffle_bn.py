@@ -24,8 +24,11 @@ query's BN batch.
 import torch
 from torch import Tensor, nn
 
+from infonce._checks import check_int
 from infonce._device import host_to_device
 from infonce.distributed import AllGather
+
+__all__ = ["encode_shuffled", "encode_shuffled_across_ranks", "key_permutation"]
 
 BN_GUARDS = ("split", "shuffle", "sync")
 
@@ -41,10 +44,15 @@ def key_permutation(n: int, groups: int, seed: int) -> Tensor:
         int64 (n,) on the CPU: position j of the shuffled batch holds image ``perm[j]``.
 
     Raises:
-        ValueError: ``groups`` does not divide ``n``.
+        ValueError: ``n`` or ``groups`` not an integer >= 1, ``groups`` does not divide ``n``,
+            or ``seed`` not an integer in ``[-2**63, 2**64)`` (what ``manual_seed`` takes).
     """
-    if groups < 1 or n % groups:
-        raise ValueError(f"the batch of {n} keys must split into {groups} equal BN groups")
+    check_int(n, "n")
+    check_int(groups, "groups")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [-2**63, 2**64), got {seed!r}")
+    if n % groups:
+        raise ValueError(f"the batch of n={n} keys must split into groups={groups} equal BN groups")
     generator = torch.Generator().manual_seed(seed)
     size = n // groups
     while True:
@@ -62,7 +70,14 @@ def encode_shuffled(encoder: nn.Module, x: Tensor, perm: Tensor) -> Tensor:
 
     Shape:
         x (B, ...), perm (B,); output (B, F): row i is the key of image i.
+
+    Raises:
+        ValueError: ``encoder`` not callable, ``x`` not a tensor with a batch dimension, or
+            ``perm`` not an integer (B,) tensor (a permutation of ``range(B)``; its values are
+            checked where it sits on the CPU).
     """
+    _check_encoder_and_images(encoder, x)
+    _check_permutation(perm, x.shape[0])
     perm = host_to_device(perm, x.device)
     keys = encoder(x[perm])  # (B, F) in shuffled order
     return keys[torch.argsort(perm)]
@@ -89,9 +104,22 @@ def encode_shuffled_across_ranks(
 
     Shape:
         x (B, ...), perm (R * B,); output (B, F).
+
+    Raises:
+        ValueError: as :func:`encode_shuffled`, with ``perm`` a permutation of the R x B
+            gathered images; ``rank`` not an integer in ``[0, R)``; ``all_gather`` not
+            callable.
     """
+    _check_encoder_and_images(encoder, x)
+    check_int(rank, "rank", minimum=0)
+    if not callable(all_gather):
+        raise ValueError(f"all_gather must be callable, got {type(all_gather).__name__}")
     B = x.shape[0]
     images = all_gather(x.contiguous()).flatten(0, 1)  # (R*B, ...), rank order
+    world = images.shape[0] // max(B, 1)
+    if rank >= world:
+        raise ValueError(f"rank must be in [0, {world}) for a world of {world}, got {rank}")
+    _check_permutation(perm, images.shape[0])
     perm = host_to_device(perm, x.device)
     mine = images[perm[rank * B : (rank + 1) * B]]  # (B, ...): this rank's part of the shuffle
     mine = mine.contiguous(memory_format=_memory_format_of(x))
@@ -99,6 +127,32 @@ def encode_shuffled_across_ranks(
     unshuffled = torch.empty_like(keys)
     unshuffled[perm] = keys  # (R*B, F) in global batch order
     return unshuffled[rank * B : (rank + 1) * B]
+
+
+def _check_encoder_and_images(encoder: nn.Module, x: Tensor) -> None:
+    if not callable(encoder):
+        raise ValueError(f"encoder must be callable (an nn.Module), got {type(encoder).__name__}")
+    if not isinstance(x, Tensor) or x.dim() < 1:
+        got = f"shape {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"x must be a batch tensor (B, ...), got {got}")
+
+
+def _check_permutation(perm: Tensor, n: int) -> None:
+    """Raise unless ``perm`` is an integer (n,) tensor; on the CPU, a permutation of range(n).
+
+    A bool tensor would index as a mask, a float one not at all: both are refused.
+    """
+    if not isinstance(perm, Tensor):
+        raise ValueError(f"perm must be an integer tensor of shape ({n},), got "
+                         f"{type(perm).__name__}")  # fmt: skip
+    if perm.dtype.is_floating_point or perm.dtype.is_complex or perm.dtype == torch.bool:
+        raise ValueError(f"perm must be an integer tensor, got dtype {perm.dtype}")
+    if perm.shape != (n,):
+        raise ValueError(f"perm must have shape ({n},), got {tuple(perm.shape)}")
+    if perm.device.type == "cpu" and not torch.equal(
+        torch.sort(perm).values, torch.arange(n, dtype=perm.dtype)
+    ):
+        raise ValueError(f"perm must be a permutation of range({n}), got {perm.tolist()[:16]}")
 
 
 def _memory_format_of(x: Tensor) -> torch.memory_format:

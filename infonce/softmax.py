@@ -4,6 +4,9 @@ import torch
 from torch import Tensor
 
 from infonce._checks import check_float_tensor, check_temperature
+from infonce._numerics import compute_dtype, shift_and_divide, temperature_like
+
+__all__ = ["softmax_with_temperature"]
 
 
 def softmax_with_temperature(
@@ -11,14 +14,19 @@ def softmax_with_temperature(
 ) -> Tensor:
     """Temperature-scaled softmax, ``softmax(logits / temperature)`` along ``dim``.
 
-    Stable for any finite logits: the maximum is subtracted before ``exp`` (logits of 1e4 at
-    ``temperature=0.1`` give a one-hot, where the naive ``exp(x / T) / sum`` overflows to nan).
-    ``temperature -> 0`` approaches the one-hot argmax (ties share the mass), ``temperature ->
-    inf`` approaches the uniform distribution.
+    Computed as ``softmax((logits - max) / temperature)``, the row maximum subtracted before the
+    division (mathematically the same): no entry is ever above 0, so nothing overflows for any
+    finite logits and any valid temperature. Logits of 1e4 at ``temperature=1e-30`` give a
+    one-hot (ties share the mass), where the naive ``exp(x / T) / sum`` is nan.
+    ``temperature -> 0`` approaches the one-hot argmax, ``temperature -> inf`` approaches the
+    uniform distribution. A nan in a slice gives nan for that slice (as ``torch.softmax``);
+    a slice of only ``-inf`` is nan too (no distribution).
 
     Args:
         logits: floating-point scores, any shape.
-        temperature: positive finite number, or a 0-d floating-point tensor (differentiable).
+        temperature: positive finite number, or a 0-d floating-point tensor (differentiable);
+            a normal number of the compute dtype (at least 1.2e-38 in float32, 2.2e-308 in
+            float64).
         dim: the dimension that sums to one.
 
     Returns:
@@ -29,14 +37,19 @@ def softmax_with_temperature(
         logits (*), output (*).
 
     Raises:
-        ValueError: integer ``logits``, a ``temperature`` that is not a positive finite number,
-            or a ``dim`` out of range.
+        ValueError: ``logits`` not a floating-point tensor, a ``temperature`` that is not a
+            positive finite number normal in the compute dtype, or a ``dim`` that is not an
+            integer in range.
     """
     check_float_tensor(logits, "logits")
-    temperature = check_temperature(temperature, allow_tensor=True)
-    if not -logits.dim() <= dim < max(logits.dim(), 1):
-        raise ValueError(f"dim must be in [{-logits.dim()}, {logits.dim()}), got {dim}")
-    dtype = torch.promote_types(logits.dtype, torch.float32)
-    if isinstance(temperature, Tensor):
-        temperature = temperature.to(device=logits.device, dtype=dtype)
-    return torch.softmax(logits.to(dtype) / temperature, dim=dim)
+    dtype = compute_dtype(logits)
+    temperature = check_temperature(temperature, allow_tensor=True, dtype=dtype)
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise ValueError(f"dim must be an integer, got {dim!r}")
+    ndim = max(logits.dim(), 1)  # a 0-d tensor has one dimension for softmax, as in torch
+    if not -ndim <= dim < ndim:
+        raise ValueError(f"dim must be in [{-ndim}, {ndim}), got {dim}")
+    x = logits.to(dtype)
+    if x.numel() == 0:
+        return torch.softmax(x, dim=dim)
+    return torch.softmax(shift_and_divide(x, temperature_like(temperature, x), dim), dim=dim)

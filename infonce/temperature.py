@@ -7,28 +7,34 @@ from torch import Tensor, nn
 
 from infonce._checks import check_temperature
 
+__all__ = ["LearnableTemperature"]
+
 
 class LearnableTemperature(nn.Module):
     """A temperature ``T`` trained with the model: ``log(1 / T)`` is the parameter.
 
     CLIP (Radford et al., 2021) learns ``logit_scale = log(1 / T)`` from ``log(1 / 0.07)`` and
     clamps the scale at 100 (``T >= 0.01``); the log-scale makes steps multiplicative in
-    ``T`` and keeps it positive. Calling the module returns ``T`` clamped to ``[min, max]``
-    (no gradient flows through a clamped bound); :meth:`clamp_` projects the parameter itself
-    back into range, as CLIP does after every optimizer step, so that momentum cannot carry it
-    far past a bound where its gradient is zero. Exclude the parameter from weight decay,
-    which would pull ``T`` towards 1.
+    ``T`` and keeps it positive. As in CLIP and OpenCLIP, calling the module returns
+    ``T = exp(-log_scale)`` unclamped, so the gradient always flows, also on a bound; the range
+    ``[min, max]`` is kept by :meth:`clamp_`, which projects the parameter itself back into
+    range and must be called after every optimizer step (as CLIP clamps ``logit_scale``).
+    A clamp inside ``forward`` would instead have a zero gradient on the bound, and ``T``,
+    once there, could never come back. Between an optimizer step and :meth:`clamp_`, ``T`` may
+    lie outside ``[min, max]``. Exclude the parameter from weight decay, which would pull
+    ``T`` towards 1.
 
     Args:
         init: the initial ``T``, within ``[min, max]``.
         min, max: the range of ``T`` (0 < min <= max).
 
     Shape:
-        output () float32: ``T``, differentiable with respect to :attr:`log_scale`.
+        output () in the parameter's dtype (float32 by default): ``T``, differentiable with
+        respect to :attr:`log_scale`.
 
     Raises:
-        ValueError: a bound or ``init`` that is not a positive finite number, ``min > max``,
-            or ``init`` outside ``[min, max]``.
+        ValueError: a bound or ``init`` that is not a positive finite number (normal in the
+            default dtype), ``min > max``, or ``init`` outside ``[min, max]``.
 
     Examples:
         >>> temperature = LearnableTemperature(init=0.07)
@@ -38,8 +44,10 @@ class LearnableTemperature(nn.Module):
 
     def __init__(self, init: float = 0.07, min: float = 0.01, max: float = 1.0):
         super().__init__()
-        init = check_temperature(init, "init")
-        low, high = check_temperature(min, "min"), check_temperature(max, "max")
+        dtype = torch.get_default_dtype()  # the parameter's
+        init = check_temperature(init, "init", dtype=dtype)
+        low = check_temperature(min, "min", dtype=dtype)
+        high = check_temperature(max, "max", dtype=dtype)
         if low > high:
             raise ValueError(f"min must be <= max, got min={low}, max={high}")
         if not low <= init <= high:
@@ -48,12 +56,12 @@ class LearnableTemperature(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init)))  # ()
 
     def forward(self) -> Tensor:
-        scale = self.log_scale.clamp(math.log(1.0 / self.max), math.log(1.0 / self.min))
-        return torch.exp(-scale)  # () T = 1 / exp(log_scale)
+        return torch.exp(-self.log_scale)  # () T = 1 / exp(log_scale), unclamped (see clamp_)
 
     @torch.no_grad()
     def clamp_(self) -> "LearnableTemperature":
-        """Project ``log_scale`` into range in place (call after each optimizer step)."""
+        """Project ``log_scale`` into ``[log(1 / max), log(1 / min)]`` in place, so that ``T`` is in
+        ``[min, max]``; call it after each optimizer step."""
         self.log_scale.clamp_(math.log(1.0 / self.max), math.log(1.0 / self.min))
         return self
 

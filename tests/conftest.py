@@ -15,11 +15,8 @@ from PIL import Image
 
 TINY_CLASSES = ("blue", "green", "red")  # sorted, as ImageFolder orders them
 _DOMINANT_CHANNEL = {"red": 0, "green": 1, "blue": 2}
-# beside the checkout; $INFONCE_CIFAR10_TARBALL where only the checkout travels (the GPU machine)
-CIFAR10_JPEG_TARBALL = Path(
-    os.environ.get("INFONCE_CIFAR10_TARBALL")
-    or Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpeg.tar.xz"
-)
+# the real CIFAR-10 as JPEGs in ImageFolder layout, cifar10-jpeg/{train,test}/<class>/<image>
+CIFAR10_JPEG_TARBALL = os.environ.get("INFONCE_CIFAR10_TARBALL", "")
 
 
 @pytest.fixture(scope="session")
@@ -138,14 +135,14 @@ def skip_cifar_md5(monkeypatch) -> None:
 
 @pytest.fixture(scope="session")
 def cifar10_jpeg_root(tmp_path_factory) -> Path:
-    """The real CIFAR-10 as JPEGs (``shared/datasets/cifar10-jpeg.tar.xz``), extracted once.
+    """The real CIFAR-10 as JPEGs (the tarball ``$INFONCE_CIFAR10_TARBALL``), extracted once.
 
     Returns ``.../cifar10-jpeg`` with ``train/`` and ``test/`` in ImageFolder layout. Skips
-    when the tarball is not beside the checkout, except in CI (``CI`` set), where the real-data
-    tests must run: there it fails.
+    when no tarball is named, except in CI (``CI`` set), where the real-data tests must run:
+    there it fails.
     """
-    if not CIFAR10_JPEG_TARBALL.is_file():
-        message = f"real CIFAR-10 tarball not found at {CIFAR10_JPEG_TARBALL}"
+    if not CIFAR10_JPEG_TARBALL or not Path(CIFAR10_JPEG_TARBALL).is_file():
+        message = f"INFONCE_CIFAR10_TARBALL names no file: {CIFAR10_JPEG_TARBALL!r}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

@@ -293,6 +293,7 @@ def test_mean_and_std_are_non_persistent_buffers_that_move_with_to():
         ({"flip_p": 2}, "flip_p must be a number in"),
         ({"mean": (0.5, 0.5, 0.5)}, "mean and std must both be given or both None"),
         ({"mean": (0.5, 0.5), "std": (0.2, 0.2, 0.2)}, "mean must be 3 finite numbers"),
+        ({"mean": torch.tensor(0.5), "std": (0.2, 0.2, 0.2)}, "mean must be 3 finite numbers"),
         ({"mean": (0.5,) * 3, "std": (0.2, 0.0, 0.2)}, "std must be 3 finite numbers > 0"),
     ],
 )

@@ -8,7 +8,7 @@ import signal
 import lightning as L
 import pytest
 import torch
-from test_moco import tiny_data, tiny_moco, trainer
+from train_helpers import tiny_data, tiny_moco, trainer
 
 from infonce.trainer.checkpoint import (
     NonFiniteStateError,

@@ -5,10 +5,10 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
+from references import reference_info_nce
 
 from infonce import info_nce, info_nce_logits
 from infonce.chunked import chunked_info_nce, chunked_info_nce_stats
-from tests.test_info_nce import reference_info_nce
 
 info_nce_module = importlib.import_module("infonce.info_nce")  # `infonce.info_nce` is the function
 
@@ -123,8 +123,13 @@ def test_no_grad_call_returns_the_same_loss_without_a_graph():
 
 def test_info_nce_takes_the_chunked_path_from_chunked_from_negatives(monkeypatch):
     calls = []
-    original = info_nce_module._chunked
-    monkeypatch.setattr(info_nce_module, "_chunked", lambda *a: calls.append(a) or original(*a))
+    original = info_nce_module.chunked_info_nce
+
+    def spy(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(info_nce_module, "chunked_info_nce", spy)
     K = info_nce_module.CHUNKED_FROM
     q, k, n = inputs(N=4, K=K - 1, D=8)
     info_nce(q, k, n)

@@ -1,3 +1,7 @@
+import platform
+import subprocess
+import sys
+
 import lightning as L
 import pytest
 from lightning.pytorch.loggers import CSVLogger
@@ -31,12 +35,12 @@ def test_no_tensorboard_log_when_tensorboard_is_missing(tmp_path):
 
 
 def test_keep_freed_memory_takes_effect_on_glibc():
-    import platform
-
-    from infonce.trainer.cli import keep_freed_memory
-
+    # in a process of its own: mallopt's settings would stay for every later test here
+    code = "from infonce.trainer.cli import keep_freed_memory; print(keep_freed_memory())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
-    assert keep_freed_memory() is expected
+    assert result.stdout.strip() == str(expected)
 
 
 def test_train_py_tunes_malloc_only_when_asked(monkeypatch):
@@ -60,4 +64,22 @@ def test_a_clear_error_exits_with_its_message_alone(monkeypatch, capsys):
     monkeypatch.setattr(infonce.trainer.cli, "CLI", refuse)
     with pytest.raises(SystemExit) as exit_:
         infonce.trainer.cli.main([])
-    assert exit_.value.code == "error: cannot resume: queue_size=32 (checkpoint: 64)"
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == "error: cannot resume: queue_size=32 (checkpoint: 64)\n"
+
+
+def test_a_wrong_argument_exits_with_2_and_the_traceback_only_when_asked(monkeypatch, capsys):
+    from infonce.trainer.errors import ConfigError
+
+    def refuse(args=None):
+        raise ConfigError("--model.lr: lr must be > 0, got -1.0")
+
+    monkeypatch.setattr(infonce.trainer.cli, "CLI", refuse)
+    monkeypatch.delenv(infonce.trainer.cli.SHOW_TRACEBACK, raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        infonce.trainer.cli.main([])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == "error: --model.lr: lr must be > 0, got -1.0\n"
+    monkeypatch.setenv(infonce.trainer.cli.SHOW_TRACEBACK, "1")
+    with pytest.raises(ConfigError):
+        infonce.trainer.cli.main([])

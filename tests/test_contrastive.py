@@ -95,14 +95,16 @@ def test_supcon_is_safe_for_anchors_without_positives():
     assert torch.isfinite(loss).all() and loss[2:].eq(0).all() and loss[:2].gt(0).all()
 
 
+@pytest.mark.parametrize("normalize", [True, False])  # False: logits shifted by their max
 @pytest.mark.parametrize("fn", ["nt_xent", "supcon"])
-def test_gradcheck_for_features_and_a_tensor_temperature(fn):
+def test_gradcheck_for_features_and_a_tensor_temperature(fn, normalize):
     f = _views(N=4, V=2, D=3).requires_grad_()
     T = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
     labels = torch.tensor([0, 1, 0, 1])
+    kwargs = {"reduction": "none", "chunk_size": 3, "normalize": normalize}
     call = {
-        "nt_xent": lambda f, T: nt_xent(f[:, 0], f[:, 1], T, reduction="none", chunk_size=3),
-        "supcon": lambda f, T: supcon(f, labels, T, reduction="none", chunk_size=3),
+        "nt_xent": lambda f, T: nt_xent(f[:, 0], f[:, 1], T, **kwargs),
+        "supcon": lambda f, T: supcon(f, labels, T, **kwargs),
     }[fn]
     assert torch.autograd.gradcheck(call, (f, T))
 
@@ -138,9 +140,9 @@ Z, Z5, F3 = torch.randn(4, 3), torch.randn(5, 3), torch.randn(4, 2, 3)
             supcon,
             (F3, torch.zeros(5, dtype=torch.long)),
             {},
-            r"an \(4,\) integer tensor, got \(5,\)",
+            r"labels must be an integer tensor of shape \(4,\), got shape \(5,\)",
         ),
-        (supcon, (F3, torch.zeros(4)), {}, r"labels must be an \(4,\) integer tensor"),
+        (supcon, (F3, torch.zeros(4)), {}, r"integer tensor of shape \(4,\), .*torch.float32"),
         (supcon, (F3,), {"reduction": "avg"}, "reduction must be one of"),
     ],
 )

@@ -10,7 +10,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from test_moco import tiny_data, tiny_moco, trainer
+from train_helpers import tiny_data, tiny_moco, trainer
 
 from infonce import chunked_info_nce, info_nce
 from infonce.trainer.data.datamodule import ImageDataModule

@@ -3,17 +3,19 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+import torchvision.transforms as T
+import torchvision.transforms.functional as TF
 from torch import nn
 from torch.utils.data import DistributedSampler
 
 import infonce.trainer.data.datamodule
 from infonce.trainer.augment.transforms import TwoViews, moco_v2_transform
+from infonce.trainer.augment.views import augment_view, sample_view_params
 from infonce.trainer.data.datamodule import ImageDataModule
 from infonce.trainer.data.samplers import (
     ResumableSampler,
     SeededTransformDataset,
     ShardSampler,
-    _splitmix64,
     sample_seed,
 )
 from infonce.trainer.data.sources import (
@@ -23,6 +25,7 @@ from infonce.trainer.data.sources import (
     channel_mean_std,
     subset_indices,
 )
+from infonce.trainer.rng import splitmix64
 
 FOLDER_STATS = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 
@@ -52,7 +55,7 @@ def _assert_same_batches(batches, others):
 
 
 def test_sample_seed_is_a_fixed_63_bit_hash_of_seed_epoch_and_index():
-    assert _splitmix64(0) == 0xE220A8397B1DCDAF  # the reference splitmix64's first output
+    assert splitmix64(0) == 0xE220A8397B1DCDAF  # the reference splitmix64's first output
     assert sample_seed(0, 0, 0) == 0x11C13ADE1C7E5F48  # pinned: changing it breaks resumes
     seeds = {sample_seed(s, e, i) for s in range(3) for e in range(3) for i in range(50)}
     assert len(seeds) == 3 * 3 * 50
@@ -231,6 +234,58 @@ def test_crop_flip_train_batches_are_one_view(tiny_folder, resident):
     module = _folder_module(tiny_folder, resident=resident, augmentation="crop_flip")
     x, y = next(iter(module.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
+
+
+def test_the_loader_and_resident_crop_flip_are_one_transform(tiny_folder):
+    """crop_flip through PIL per sample (loader) and as batched tensor ops (resident): the same
+    crop distribution, flip rate and normalisation, no colour op, and for the same crop box and
+    flip the same pixels to within one uint8 level (PIL resizes in fixed point, in uint8)."""
+    loader = _folder_module(tiny_folder, augmentation="crop_flip")._train_transform()
+    views = _folder_module(tiny_folder, augmentation="crop_flip", resident=True)._train_transform()
+    views = views.__self__  # the MoCoV2Views whose .view the resident path calls
+    crop, flip, to_tensor, normalize = loader.transforms
+    assert (type(crop), type(flip), type(to_tensor)) == (
+        T.RandomResizedCrop,
+        T.RandomHorizontalFlip,
+        T.ToTensor,
+    )
+    assert tuple(crop.scale) == views.scale and tuple(crop.ratio) == pytest.approx(views.ratio)
+    assert tuple(crop.size) == (views.size, views.size)
+    assert flip.p == views.flip_p and views.jitter_p == 0 and views.grayscale_p == 0
+    assert tuple(normalize.mean) == tuple(views.mean.flatten().tolist())
+    assert tuple(normalize.std) == tuple(views.std.flatten().tolist())
+
+    base = build_dataset("folder", str(tiny_folder), train=True, download=False)
+    images = torch.stack([TF.pil_to_tensor(base[i][0]) for i in range(len(base))])  # uint8
+    B, _, H, W = images.shape
+    params = sample_view_params(
+        B, H, W, views.scale, views.ratio, jitter_p=0.0, grayscale_p=0.0,
+        generator=torch.Generator().manual_seed(3),
+    )  # fmt: skip
+    ours = augment_view(images, params, views.size).sub_(views.mean).div_(views.std)
+    assert params.flip.any() and not params.flip.all()
+    for b in range(B):
+        top, left, height, width = params.boxes[b].tolist()
+        pil = TF.resized_crop(base[b][0], top, left, height, width, [views.size, views.size])
+        pil = TF.hflip(pil) if params.flip[b] else pil
+        theirs = normalize(to_tensor(pil))
+        tolerance = 1.0 / 255 / min(normalize.std) + 1e-5  # one uint8 level
+        torch.testing.assert_close(ours[b], theirs, rtol=0, atol=tolerance)
+
+
+def test_a_channel_without_variation_is_refused_naming_the_options(tmp_path):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(2):  # the blue channel is 0 everywhere
+                pixels = torch.randint(0, 256, (32, 32, 3), dtype=torch.uint8)
+                pixels[..., 2] = 0
+                Image.fromarray(pixels.numpy()).save(tmp_path / split / name / f"{i}.png")
+    module = ImageDataModule(dataset="folder", root=str(tmp_path), cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"without variation .* --data.mean and --data.std"):
+        module.setup("fit")
 
 
 def test_resident_is_the_default_up_to_64_pixels(tiny_folder):
@@ -421,8 +476,10 @@ def test_folder_mean_and_std_are_estimated_at_setup(tiny_folder):
         ({"image_size": 0}, "image_size must be an integer >= 1, got 0"),
         ({"limit_train_images": 0}, "limit_train_images must be None or an integer >= 1, got 0"),
         ({"limit_test_images": -2}, "limit_test_images must be None or an integer >= 1, got -2"),
-        ({"mean": (0.5, 0.5)}, r"mean must be None or 3 values .* got \(0.5, 0.5\)"),
-        ({"std": (0.2, 0.2, 0.0)}, r"std must be None or 3 values > 0 .* got \(0.2, 0.2, 0.0\)"),
+        ({"mean": (0.5, 0.5)}, r"mean must be 3 finite numbers \(R, G, B\), got \(0.5, 0.5\)"),
+        ({"mean": (0.5, float("nan"), 0.5)}, r"mean must be 3 finite numbers"),
+        ({"std": (0.2, 0.2, 0.0)}, r"std must be 3 finite numbers > 0 .* got \(0.2, 0.2, 0.0\)"),
+        ({"bad_images": "ignore"}, r"bad_images must be one of \('error', 'skip'\), got 'ignore'"),
     ],
 )
 def test_datamodule_rejects_bad_arguments_naming_them(kwargs, match):
@@ -479,3 +536,4 @@ def test_prepare_data_downloads_once_and_setup_only_reads(tiny_folder, monkeypat
     module.setup("fit")
     module.train_dataloader(), module.val_dataloader()
     assert calls and all(download is False for _, download in calls)
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # read from the cache, nothing decoded again

@@ -89,10 +89,14 @@ def test_gradcheck_of_each_diagnostic():
     "call, match",
     [
         (lambda: alignment(_unit(3), _unit(4)), r"x and y must be one \(N, D\) shape"),
-        (lambda: alignment(_unit(3), _unit(3), 0.0), "alpha must be > 0"),
+        (lambda: alignment(_unit(3), _unit(3), 0.0), "alpha must be a positive finite number"),
         (lambda: uniformity(_unit(1)), "x needs N >= 2 rows"),
-        (lambda: uniformity(_unit(3), -1.0), "t must be > 0"),
-        (lambda: hardest_negative_similarity(_unit(3), _unit(2), 3), "top_k must be <= K = 2"),
+        (lambda: uniformity(_unit(3), -1.0), "t must be a positive finite number, got -1.0"),
+        (
+            lambda: hardest_negative_similarity(_unit(3), _unit(2), 3),
+            r"top_k must be <= 2, the number of negatives per query \(negatives of shape "
+            r"\(2, 6\)\), got 3",
+        ),
         (lambda: hardest_negative_similarity(_unit(3), _unit(2, D=5)), r"negatives must have"),
     ],
 )
@@ -119,3 +123,49 @@ def test_hardest_negative_similarity_is_float32_under_bfloat16_autocast():
         value = hardest_negative_similarity(q, n)
     assert value.dtype == torch.float32
     assert value.item() == pytest.approx(hardest_negative_similarity(q, n).item(), rel=1e-6)
+
+
+Q, K, N = _unit(5), _unit(5, seed=1), _unit(8, seed=2)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [  # alignment(x, y), uniformity(x) and hardest_negative(..., top_k) said x, y, top_k
+        ((Q, _unit(4), N), r"key must have the shape of query \(5, 6\), got \(4, 6\)"),
+        ((Q, K.long(), N), "key must be a floating-point tensor"),
+        ((Q[:1], K[:1], N), r"query needs N >= 2 rows for pairs .*\(1, 6\)"),
+        ((Q, K, _unit(8, D=3)), r"negatives must have shape \(K, 6\) or \(5, M, 6\)"),
+        ((Q, K, [[0.0] * 6]), "negatives must be a torch.Tensor, got list"),
+        ((Q, K, N.long()), "negatives must be a floating-point tensor"),
+        ((None, K, N), "query must be a torch.Tensor, got NoneType"),
+        ((Q, K, N, 0.0), "temperature must be a positive finite number, got 0.0"),
+    ],
+)
+def test_embedding_diagnostics_errors_name_its_own_arguments(args, match):
+    with pytest.raises(ValueError, match=match):
+        embedding_diagnostics(*args)
+
+
+def test_hardest_negative_similarity_without_negatives_is_a_value_error_naming_them():
+    with pytest.raises(ValueError, match=r"negatives must be a \(K, D\) or \(N, M, D\) tensor"):
+        hardest_negative_similarity(Q, None)  # was: 'NoneType' object has no attribute 'dim'
+
+
+def test_hardest_negative_similarity_takes_per_query_negatives_like_info_nce():
+    per_query = torch.stack([_unit(4, seed=10 + i) for i in range(5)])  # (5, 4, 6)
+    expected = sum(max(float(Q[i] @ v) for v in per_query[i]) for i in range(5)) / 5
+    assert hardest_negative_similarity(Q, per_query).item() == pytest.approx(expected)
+    values = embedding_diagnostics(Q, K, per_query, 0.2)
+    assert values["hardest_negative"].item() == pytest.approx(expected)
+
+
+def test_embedding_diagnostics_with_an_empty_queue_has_no_hardest_negative():
+    values = embedding_diagnostics(Q, K, N[:0], 0.2)  # (0, D): no negatives yet
+    assert set(values) == {"alignment", "uniformity", "entropy"}
+    assert values["entropy"].item() == 0.0  # a softmax over the positive alone
+
+
+def test_contrastive_entropy_does_not_overflow_at_a_tiny_temperature_without_normalize():
+    q = torch.tensor([[1e4, 0.0], [0.0, 1e4]])  # q.k / T = 1e8 / 1e-31: inf (nan) before
+    entropy = contrastive_entropy(q, q, None, 1e-31, normalize=False)
+    assert entropy.item() == 0.0  # one-hot softmax

@@ -116,9 +116,57 @@ def test_a_0d_tensor_temperature_is_read_once():
     "logits, temperature, match",
     [
         (torch.tensor([[0.0, torch.inf]]), 1.0, "no nan and no \\+inf"),
-        (torch.tensor([[0.0, 1.0]]), 1e-40, "temperature 1e-40 is too small"),
+        (torch.tensor([[0.0, 1.0]]), 1e-40, r"temperature must lie in \[1.175e-38, .*got 1e-40"),
+        (torch.tensor([[0.0, 1.0]]), 1e-45, r"temperature must lie in \[1.175e-38, .*got 1e-45"),
     ],
 )
 def test_logits_that_would_break_the_softmax_are_value_errors(logits, temperature, match):
     with pytest.raises(ValueError, match=match):
         sample_with_temperature(logits, temperature)
+
+
+def test_a_tiny_valid_temperature_with_large_logits_draws_among_the_maxima():
+    """logits / T overflowed (1e4 / 1e-37 = inf): refused before; (logits - max) / T is a
+    one-hot, or uniform over tied maxima."""
+    logits = torch.tensor([[1e4, 0.0, 1e4, -1e4]]).expand(2000, -1)
+    draws = sample_with_temperature(logits, 1e-37, generator=_seeded(4))
+    assert set(draws.unique().tolist()) == {0, 2}
+    assert 800 < int((draws == 0).sum()) < 1200  # ties share the mass
+
+
+def test_ties_at_the_kth_value_keep_the_lowest_indices():
+    """Ten equal logits: torch.topk kept index 8 for top_k=1; the docstring's rule (ties broken
+    by index, lowest first) keeps 0, and {0, 1, 2} for top_k=3."""
+    logits = torch.zeros(4000, 10)
+    assert set(sample_with_temperature(logits, 1.0, top_k=1, generator=_seeded(5)).tolist()) == {0}
+    draws = sample_with_temperature(logits, 1.0, top_k=3, generator=_seeded(6))
+    assert set(draws.tolist()) == {0, 1, 2}
+    logits = torch.tensor([[1.0, 3.0, 2.0, 3.0, 3.0, 0.0]]).expand(4000, -1)
+    draws = sample_with_temperature(logits, 1.0, top_k=2, generator=_seeded(7))
+    assert set(draws.tolist()) == {1, 3}  # the three 3.0 tie at k = 2: the lowest two
+
+
+def test_ties_in_the_nucleus_keep_the_lowest_indices():
+    logits = torch.zeros(4000, 10)  # each 0.1: p = 0.25 needs three entries
+    draws = sample_with_temperature(logits, 1.0, top_p=0.25, generator=_seeded(8))
+    assert set(draws.tolist()) == {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"temperature": torch.tensor([0.5])}, r"temperature must be a 0-d float.*\(1,\)"),
+        ({"temperature": torch.tensor(1)}, "temperature must be a 0-d floating.*int64"),
+        ({"temperature": None}, "temperature must be a finite number >= 0, got None"),
+        ({"top_k": 1.5}, "top_k must be an integer >= 1, got 1.5"),
+        ({"top_k": True}, "top_k must be an integer >= 1, got True"),
+        ({"top_p": float("nan")}, r"top_p must be a number in \(0, 1\], got nan"),
+        ({"generator": 7}, "generator must be a torch.Generator or None, got 7"),
+        ({"logits": torch.tensor([[0.0, float("nan")]])}, "no nan and no \\+inf"),
+        ({"logits": torch.zeros(2, 0)}, r"logits must be \(\*, V\) with V >= 1"),
+    ],
+)
+def test_more_bad_arguments_are_value_errors_naming_them(kwargs, match):
+    kwargs = {"logits": torch.randn(2, 3), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sample_with_temperature(**kwargs)

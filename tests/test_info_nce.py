@@ -1,31 +1,22 @@
 import math
+import re
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from references import reference_info_nce
 
-from infonce import InfoNCE, info_nce, info_nce_logits, info_nce_stats, separated_loss
-
-
-def reference_info_nce(query, key, negatives, temperature, reduction, normalize):
-    """Loop over samples, float64, straight from the formula."""
-    losses = []
-    for i in range(query.shape[0]):
-        q, k = query[i], key[i]
-        if negatives is None:
-            negs = [key[j] for j in range(key.shape[0]) if j != i]
-        elif negatives.dim() == 2:
-            negs = list(negatives)
-        else:
-            negs = list(negatives[i])
-        if normalize:
-            q, k = q / q.norm(), k / k.norm()
-            negs = [n / n.norm() for n in negs]
-        pos = math.exp(float(q @ k) / temperature)
-        denom = pos + sum(math.exp(float(q @ n) / temperature) for n in negs)
-        losses.append(-math.log(pos / denom))
-    losses = torch.tensor(losses, dtype=torch.float64)
-    return {"mean": losses.mean(), "sum": losses.sum(), "none": losses}[reduction]
+from infonce import (
+    InfoNCE,
+    contrastive_entropy,
+    info_nce,
+    info_nce_logits,
+    info_nce_stats,
+    nt_xent,
+    separated_loss,
+    supcon,
+)
 
 
 def make_inputs(form, N=5, M=4, K=7, D=6, dtype=torch.float64, scale=1.0):
@@ -106,6 +97,19 @@ def test_separated_loss_closed_form_values():
     assert separated_loss(
         10, 1e-3, positive_similarity=-1.0, negative_similarity=1.0
     ) == pytest.approx(2000.0 + math.log(10), rel=1e-12)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_the_normalised_path_is_cross_entropy_of_the_logits_divided_once(form):
+    """Normalised logits lie in [-1/T, 1/T]: no shift by the row maximum before the division
+    (cross_entropy subtracts it itself), so the loss is bit for bit that of info_nce_logits."""
+    q, k, n = make_inputs(form, dtype=torch.float32)
+    for T in (0.07, torch.tensor(0.2)):
+        logits, labels = info_nce_logits(q, k, n, T)
+        assert torch.equal(info_nce(q, k, n, T), F.cross_entropy(logits, labels))
+        if form != "shared":  # shared negatives: the chunked statistics
+            stats = info_nce_stats(q, k, n, T)
+            assert torch.equal(stats.loss, F.cross_entropy(logits, labels, reduction="none"))
 
 
 def test_in_batch_form_is_cross_entropy_over_similarity_matrix():
@@ -218,3 +222,67 @@ def test_info_nce_stats_are_the_per_query_loss_and_logit_statistics(form):
     torch.testing.assert_close(stats.positive_logit, positive)
     torch.testing.assert_close(stats.max_negative_logit, negatives.amax(dim=1))
     torch.testing.assert_close(stats.mean_negative_logit, negatives.mean(dim=1))
+
+
+def _overflowing():
+    """Unnormalised: q.k+ = 2^30, the negative's q.k = 2^30 + 2^16 (exact in float32); at
+    T = 2^-100 the logits are 2^130 > float32's max: inf, and the loss nan, before. The loss
+    is 2^16 / T + log(1 + exp(-2^16 / T)) = 2^116 exactly in float32."""
+    q = torch.tensor([[2.0**16, 0.0]])
+    k = torch.tensor([[2.0**14, 0.0]])
+    n = torch.tensor([[2.0**14 + 1, 0.0]])
+    return q, k, n, 2.0**-100
+
+
+def test_info_nce_without_normalize_does_not_overflow_at_a_tiny_temperature():
+    q, k, n, T = _overflowing()
+    assert info_nce(q, k, n, T, normalize=False).item() == 2.0**116
+    assert info_nce_stats(q, k, n[None], T, normalize=False).loss.item() == 2.0**116
+    logits, _ = info_nce_logits(q, k, n, T, normalize=False)
+    assert torch.isinf(logits).all()  # the logits themselves do not fit float32, documented
+    # in-batch: the diagonal wins by 2^30 / T: the loss is exactly 0
+    q2 = torch.tensor([[2.0**16, 0.0], [0.0, 2.0**16]])
+    assert info_nce(q2, q2, None, T, normalize=False).item() == 0.0
+
+
+def test_info_nce_gradient_at_a_tiny_temperature_is_finite():
+    q, k, n, T = _overflowing()
+    q.requires_grad_()
+    info_nce(q, k, n, T, normalize=False).backward()
+    # dL/dq = (p_neg n + p_pos k - k) / T = (n - k) / T: the negative takes all the mass
+    assert q.grad.tolist() == [[2.0**100, 0.0]]
+
+
+@pytest.mark.parametrize("tensor_t", [False, True])
+def test_chunked_path_without_normalize_does_not_overflow(tensor_t, monkeypatch):
+    q, k, n, T = _overflowing()
+    monkeypatch.setattr(sys.modules["infonce.info_nce"], "CHUNKED_FROM", 1)
+    temperature = torch.tensor(T) if tensor_t else T
+    assert info_nce(q, k, n, temperature, normalize=False).item() == 2.0**116
+    stats = info_nce_stats(q, k, n, temperature, normalize=False)
+    assert stats.loss.item() == 2.0**116
+    assert torch.isinf(stats.positive_logit).all()  # 2^130 does not fit: inf, not nan
+
+
+def test_nt_xent_and_supcon_without_normalize_do_not_overflow():
+    z = torch.tensor([[2.0**16, 0.0], [0.0, 2.0**16]])  # each view's positive wins by 2^32 / T
+    assert nt_xent(z, z.clone(), 2.0**-100, normalize=False).item() == 0.0
+    assert supcon(torch.stack([z, z], dim=1), None, 2.0**-100, normalize=False).item() == 0.0
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-39, 1e39])
+def test_a_temperature_outside_float32s_normal_range_is_a_value_error(temperature):
+    q, k, n = make_inputs("shared", dtype=torch.float32)
+    match = rf"temperature must lie in .*got {re.escape(str(temperature))}"
+    for call in (info_nce, info_nce_logits, info_nce_stats, contrastive_entropy):
+        with pytest.raises(ValueError, match=match):
+            call(q, k, n, temperature)
+    with pytest.raises(ValueError, match=match):
+        InfoNCE(temperature)(q, k, n)
+
+
+def test_separated_loss_refuses_similarities_that_are_not_finite_numbers():
+    with pytest.raises(ValueError, match="positive_similarity must be a finite number, got nan"):
+        separated_loss(3, 0.1, positive_similarity=math.nan)
+    with pytest.raises(ValueError, match="negative_similarity must be a finite number, got '1'"):
+        separated_loss(3, 0.1, negative_similarity="1")

@@ -18,7 +18,8 @@ def _random_bank(m: int, n: int, d: int, num_classes: int, seed: int = 0):
 
 
 def _loop_reference(features, memory, labels, num_classes, k, temperature):
-    """Plain Python, float64: sort every similarity, keep the top k, add up the votes."""
+    """Plain Python, float64: sort every similarity, keep the top k, add up the votes, each
+    exp((sim - nearest sim) / T): Wu et al.'s weight relative to the nearest neighbour's."""
     scores = []
     for q in features.double().tolist():
         sims = [
@@ -28,7 +29,7 @@ def _loop_reference(features, memory, labels, num_classes, k, temperature):
         sims.sort(reverse=True)
         row = [0.0] * num_classes
         for sim, j in sims[: min(k, len(sims))]:
-            row[int(labels[j])] += math.exp(sim / temperature)
+            row[int(labels[j])] += math.exp((sim - sims[0][0]) / temperature)
         scores.append(row)
     return torch.tensor(scores, dtype=torch.float64)
 
@@ -66,18 +67,34 @@ def test_knn_on_two_separated_clusters_predicts_each_cluster_label():
     assert acc == pytest.approx(2 / 3)
 
 
-def test_knn_single_neighbour_weight_is_exp_of_similarity_over_temperature():
+def test_knn_weights_are_exp_of_similarity_over_temperature_relative_to_the_nearest():
     memory = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     query = F.normalize(torch.tensor([[3.0, 4.0]]), dim=1)  # cosines 0.6 and 0.8
     scores = knn_predict(query, memory, torch.tensor([0, 1]), num_classes=3, k=1, temperature=0.5)
-    torch.testing.assert_close(scores, torch.tensor([[0.0, math.exp(0.8 / 0.5), 0.0]]))
+    torch.testing.assert_close(scores, torch.tensor([[0.0, 1.0, 0.0]]))  # the nearest weighs 1
+    scores = knn_predict(query, memory, torch.tensor([0, 1]), num_classes=3, k=2, temperature=0.5)
+    expected = [[math.exp((0.6 - 0.8) / 0.5), 1.0, 0.0]]  # exp(0.6/T) / exp(0.8/T)
+    torch.testing.assert_close(scores, torch.tensor(expected))
+
+
+def test_knn_votes_do_not_overflow_at_a_small_temperature():
+    """exp(sim / T) overflows float32 below T ~ 0.0113: every class would score inf and the
+    argmax would pick class 0; relative to the nearest neighbour the weights stay <= 1."""
+    memory = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.02], [0.9, 0.3]]), dim=1)
+    labels = torch.tensor([1, 0, 0])  # the nearest is class 1; class 0 has two close votes
+    query = torch.tensor([[1.0, 0.0]])
+    scores = knn_predict(query, memory, labels, num_classes=2, k=3, temperature=0.001)
+    assert torch.isfinite(scores).all() and scores[0, 1] == 1.0
+    assert scores.argmax(dim=1).tolist() == [1]
+    assert knn_accuracy(query, torch.tensor([1]), memory, labels, 2, k=3, temperature=0.001) == 1
 
 
 def test_knn_with_k_above_the_memory_size_uses_every_memory_item():
     features, memory, labels = _random_bank(m=4, n=10, d=3, num_classes=3)
     clamped = knn_predict(features, memory, labels, 3, k=1000)
     assert torch.equal(clamped, knn_predict(features, memory, labels, 3, k=10))
-    weights = torch.exp(features @ memory.t() / 0.1)  # (M, N)
+    sims = features @ memory.t()  # (M, N)
+    weights = torch.exp((sims - sims.amax(dim=1, keepdim=True)) / 0.1)  # relative to the nearest
     total = weights.sum(dim=1)
     torch.testing.assert_close(clamped.sum(dim=1), total)
 
@@ -121,10 +138,10 @@ def test_knn_predict_with_no_queries_returns_an_empty_score_matrix():
         ({"memory_features": torch.zeros(5, 4)}, r"same dimension D.*\(2, 3\) and \(5, 4\)"),
         ({"memory_features": torch.zeros(0, 3)}, r"at least one row.*\(0, 3\)"),
         ({"memory_labels": torch.zeros(5, dtype=torch.int32)}, "memory_labels must be an int64"),
-        ({"memory_labels": torch.zeros(4, dtype=torch.long)}, r"shape \(5,\), got \(4,\)"),
+        ({"memory_labels": torch.zeros(4, dtype=torch.long)}, r"\(5,\), .* got shape \(4,\)"),
         (
             {"memory_labels": torch.tensor([0, 1, 2, 3, 4])},
-            r"num_classes=3\), got values in \[0, 4\]",
+            r"memory_labels must lie in \[0, 3\), got values from 0 to 4",
         ),
         ({"num_classes": 0}, "num_classes must be an integer >= 1, got 0"),
         ({"k": 0}, "k must be an integer >= 1, got 0"),
@@ -145,7 +162,7 @@ def test_knn_predict_rejects_bad_arguments_naming_them(kwargs, match):
 
 def test_knn_accuracy_rejects_labels_of_the_wrong_length_or_no_queries():
     _, memory, labels = _random_bank(m=1, n=5, d=3, num_classes=2)
-    with pytest.raises(ValueError, match=r"labels must have shape \(2,\), got \(3,\)"):
+    with pytest.raises(ValueError, match=r"labels .*shape \(2,\), .* got shape \(3,\)"):
         knn_accuracy(torch.zeros(2, 3), torch.zeros(3, dtype=torch.long), memory, labels, 2)
     with pytest.raises(ValueError, match="at least one query"):
         knn_accuracy(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long), memory, labels, 2)
@@ -177,6 +194,43 @@ def test_sharded_knn_equals_one_process_holding_everything(world, k):
 
     results = run_ranks(world, rank_accuracy)
     assert results == [pytest.approx(expected, abs=1e-12)] * world
+
+
+def test_a_nan_query_or_memory_row_makes_the_knn_accuracy_nan_not_a_finite_guess():
+    """A nan row gives nan scores, whose argmax would still name a class and count as a
+    prediction: the accuracy is nan instead (nan propagates, as everywhere in the library)."""
+    features, memory, labels = _random_bank(m=6, n=20, d=4, num_classes=3, seed=4)
+    query_labels = torch.zeros(6, dtype=torch.int64)
+    assert math.isfinite(knn_accuracy(features, query_labels, memory, labels, 3, k=5))
+    nan_query, nan_memory = features.clone(), memory.clone()
+    nan_query[2], nan_memory[7] = math.nan, math.nan
+    assert torch.isnan(knn_predict(nan_query, memory, labels, 3, k=5)[2]).any()
+    assert math.isnan(knn_accuracy(nan_query, query_labels, memory, labels, 3, k=5))
+    assert math.isnan(knn_accuracy(features, query_labels, nan_memory, labels, 3, k=5))
+
+
+@pytest.mark.parametrize("where", ["query", "memory"])
+def test_sharded_knn_with_a_nan_on_one_rank_is_nan_on_every_rank_without_hanging(where):
+    """The nan sits on rank 0 only; every rank merges the same scores, reaches every
+    all_gather (no rank returns early) and returns nan."""
+    g = torch.Generator().manual_seed(5)
+    memory = F.normalize(torch.randn(20, 4, generator=g), dim=1)
+    memory_labels = torch.randint(0, 3, (20,), generator=g)
+    queries = F.normalize(torch.randn(9, 4, generator=g), dim=1)
+    labels = torch.randint(0, 3, (9,), generator=g)
+    if where == "query":
+        queries[0] = math.nan  # rank 0's first query
+    else:
+        memory[2] = math.nan  # in rank 0's shard
+
+    def rank_accuracy(rank, all_gather):
+        mine = slice(rank, None, 2)
+        return sharded_knn_accuracy(queries[mine], labels[mine], memory[mine],
+                                    memory_labels[mine], k=5, all_gather=all_gather,
+                                    chunk_size=2)  # fmt: skip
+
+    results = run_ranks(2, rank_accuracy)
+    assert len(results) == 2 and all(r is not None and math.isnan(r) for r in results)
 
 
 def test_sharded_knn_is_none_without_queries_or_memory():

@@ -1,41 +1,21 @@
 """The MoCo LightningModule, in process, on the tiny image folder."""
 
+import copy
 import math
+import warnings
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from train_helpers import tiny_data, tiny_moco, trainer
 
 import infonce.trainer.moco
 from infonce import info_nce
 from infonce.shuffle_bn import key_permutation
-from infonce.trainer.data.datamodule import ImageDataModule
 from infonce.trainer.moco import MoCo, NonFiniteLossError
 from infonce.trainer.resume import ResumeConflictError
-
-
-def tiny_moco(**overrides) -> MoCo:
-    args = dict(backbone="convnet", bn_splits=4, queue_size=64, temperature=0.1, momentum=0.9)
-    return MoCo(**(args | overrides))
-
-
-def tiny_data(root, **overrides) -> ImageDataModule:
-    args = dict(dataset="folder", root=str(root), batch_size=8, eval_batch_size=16, num_workers=0)
-    return ImageDataModule(**(args | overrides))
-
-
-def trainer(**overrides) -> L.Trainer:
-    args = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    return L.Trainer(**(args | overrides))
+from infonce.trainer.rng import KEY_SHUFFLE, derive_seed
 
 
 def test_enqueue_and_momentum_update_happen_once_per_optimizer_step_under_accumulation(
@@ -54,9 +34,41 @@ def test_enqueue_and_momentum_update_happen_once_per_optimizer_step_under_accumu
     assert int(model.queue.filled) == 2 * 2 * 4  # every micro-batch's keys are enqueued
 
 
-def test_symmetric_loss_enqueues_the_keys_of_both_views(tiny_folder):
-    model = tiny_moco(symmetric=True)
-    trainer(max_steps=3).fit(model, tiny_data(tiny_folder))
+def test_symmetric_loss_is_loss_12_plus_loss_21_and_enqueues_k1_then_k2(tiny_folder):
+    """The MoCo CIFAR demo's symmetric loss, recomputed from the networks and queue before the
+    step: InfoNCE(q1, k2) + InfoNCE(q2, k1) against the same queue, then cat(k1, k2) enqueued.
+    (One BN split, so the keys do not depend on the key shuffle.)"""
+    seen = {}
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 2:  # the queue holds 2 steps of keys by now
+                seen["batch"] = batch
+                seen["encoder"] = copy.deepcopy(module.encoder)
+                seen["momentum_encoder"] = copy.deepcopy(module.momentum_encoder)
+                seen["queue"] = module.queue.negatives()
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if "batch" in seen and "loss" not in seen:
+                seen["loss"] = outputs["loss"].detach()
+                seen["queue_after"] = module.queue.queue.clone()
+
+    model = tiny_moco(symmetric=True, bn_splits=1, queue_size=64)
+    with pytest.warns(UserWarning, match="WITHOUT A BATCHNORM GUARD"):
+        trainer(max_steps=3, callbacks=[Record()]).fit(model, tiny_data(tiny_folder))
+    (x1, x2), _ = seen["batch"]
+    with torch.no_grad():
+        q1, q2 = seen["encoder"](x1), seen["encoder"](x2)
+        k1 = F.normalize(seen["momentum_encoder"](x1), dim=1)
+        k2 = F.normalize(seen["momentum_encoder"](x2), dim=1)
+    negatives = seen["queue"].double()
+    loss_12 = info_nce(q1.double(), k2.double(), negatives, temperature=0.1)
+    loss_21 = info_nce(q2.double(), k1.double(), negatives, temperature=0.1)
+    torch.testing.assert_close(seen["loss"].double(), loss_12 + loss_21, rtol=0, atol=1e-5)
+    assert loss_12 > 0.1 and loss_21 > 0.1 and not torch.isclose(loss_12, loss_21)
+    # step 2 wrote rows 2 * 16 .. 3 * 16 of the queue (K = 64): k1's 8 keys, then k2's
+    written = seen["queue_after"][32:48]
+    torch.testing.assert_close(written, torch.cat([k1, k2]), rtol=0, atol=1e-6)
     assert int(model.queue.filled) == 3 * 2 * 8
 
 
@@ -120,7 +132,7 @@ def test_keys_are_normalised_in_shuffled_split_batches_in_training():
     model = tiny_moco(bn_splits=4, seed=5)
     x = torch.randn(16, 3, 32, 32)
     keys = model.encode_keys(x)
-    perm = key_permutation(16, 4, seed=(5 * 1_000_003 + 0) * 2)  # (seed, step 0, draw 0)
+    perm = key_permutation(16, 4, seed=derive_seed(5, KEY_SHUFFLE, 0, 0))  # step 0, draw 0
     with torch.no_grad():
         shuffled = model.momentum_encoder(x[perm])[torch.argsort(perm)]
         unshuffled = F.normalize(model.momentum_encoder(x), dim=1)
@@ -495,3 +507,15 @@ def test_step_numbers_go_to_the_progress_bar_only_when_one_is_shown(tiny_folder,
     shown = set(fit.progress_bar_metrics)
     assert shown == ({"train/loss", "train/acc", "train/images_per_s"} if bar else set())
     assert {"train/loss", "train/acc", "train/images_per_s"} <= set(fit.callback_metrics)
+
+
+def test_a_checkpoint_of_the_earlier_seed_scheme_resumes_with_a_warning():
+    model = tiny_moco()
+    saved = {"hyper_parameters": dict(model.hparams), "global_step": 5}
+    with pytest.warns(UserWarning, match="earlier infonce whose key shuffle drew from other"):
+        model.on_load_checkpoint(saved)
+    checkpoint = {}
+    model.on_save_checkpoint(checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.on_load_checkpoint({**checkpoint, **saved})  # the current scheme: no warning

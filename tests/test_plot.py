@@ -104,11 +104,11 @@ def test_cli_overlays_several_runs(run_dir, tmp_path):
     assert output.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cli_exits_with_a_message_for_a_missing_run(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main([str(tmp_path / "missing"), "-o", str(tmp_path / "x.png")])
-    assert exit_info.value.code == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_cli_exits_with_one_line_for_a_missing_run(tmp_path, capsys):
+    assert main([str(tmp_path / "missing"), "-o", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ")
+    assert "does not exist" in err and str(tmp_path / "missing") in err
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(monkeypatch, tmp_path):
@@ -181,10 +181,10 @@ def test_reliability_subcommand_fits_t_on_one_half_and_draws_the_other(tmp_path,
 
 def test_reliability_reports_a_file_without_logits(tmp_path, capsys):
     torch.save({"scores": torch.zeros(2, 2)}, tmp_path / "bad.pt")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["reliability", str(tmp_path / "bad.pt")])
-    assert exit_info.value.code == 2
-    assert "must hold a dict with 'logits' and 'labels', got ['scores']" in capsys.readouterr().err
+    assert main(["reliability", str(tmp_path / "bad.pt"), "-o", str(tmp_path / "r.png")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "must hold a dict with 'logits' and 'labels', got ['scores']" in err
 
 
 def test_curves_subcommand_is_the_default_and_can_be_named(run_dir, tmp_path):

@@ -6,7 +6,13 @@ import pytest
 import torch
 from torchvision.transforms.functional import pil_to_tensor
 
-from infonce.trainer.data.resident import TensorImageDataset, decode, fingerprint, load_or_decode
+from infonce.trainer.data.resident import (
+    TensorImageDataset,
+    decode,
+    ensure_cached,
+    fingerprint,
+    load_or_decode,
+)
 from infonce.trainer.data.samplers import sample_seed
 from infonce.trainer.data.sources import build_dataset
 
@@ -47,6 +53,21 @@ def test_cache_is_written_once_and_read_back_identically(tiny_folder, tmp_path, 
     second = load_or_decode(dataset, 32, cache_dir=tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
     assert cached.name.startswith("imagefolder-24-32px-")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_cache_file_is_decoded_again_by_both_readers(damage, tiny_folder, tmp_path):
+    dataset = folder(tiny_folder)
+    first = load_or_decode(dataset, 32, cache_dir=tmp_path, progress=False)
+    (cached,) = tmp_path.glob("*.pt")
+    data = cached.read_bytes()
+    for reader in (load_or_decode, ensure_cached):
+        cached.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+        with pytest.warns(UserWarning, match="decoding the images again"):
+            reader(dataset, 32, cache_dir=tmp_path, progress=False)
+        assert cached.read_bytes() == data or torch.equal(
+            load_or_decode(dataset, 32, cache_dir=tmp_path)[0], first[0]
+        )
 
 
 def test_fingerprint_changes_when_a_source_file_changes(tiny_folder, tmp_path):

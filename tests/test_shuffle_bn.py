@@ -29,7 +29,7 @@ def test_no_bn_group_of_the_shuffled_batch_is_a_group_of_the_batch():
 
 
 def test_key_permutation_needs_equal_groups():
-    with pytest.raises(ValueError, match="10 keys must split into 4 equal BN groups"):
+    with pytest.raises(ValueError, match="n=10 keys must split into groups=4 equal BN groups"):
         key_permutation(10, 4, seed=0)
 
 

@@ -173,3 +173,23 @@ def test_real_cifar10_jpeg_folder_has_50000_train_10000_test_images_in_10_classe
     assert num_classes("folder", str(cifar10_jpeg_root)) == 10
     image, label = test[9_999]
     assert image.mode == "RGB" and image.size == (32, 32) and label == 9
+
+
+def test_the_image_scan_is_remembered_and_a_damaged_record_is_scanned_again(tiny_folder, tmp_path):
+    from infonce.trainer.data import scan
+
+    dataset = build_dataset("folder", str(tiny_folder), train=True, download=False)
+    assert scan.scan_folder(dataset, tmp_path, progress=False) == {}
+    (record,) = tmp_path.glob("scan*.json")
+    calls = []
+    original = scan.find_unreadable
+    scan.find_unreadable = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        assert scan.scan_folder(dataset, tmp_path, progress=False) == {}
+        assert calls == []  # remembered: no image decoded
+        record.write_text("{not json")
+        with pytest.warns(UserWarning, match="is damaged: scanning again"):
+            assert scan.scan_folder(dataset, tmp_path, progress=False) == {}
+        assert calls == [1]
+    finally:
+        scan.find_unreadable = original

@@ -25,18 +25,73 @@ def test_learnable_temperature_stores_log_inverse_and_returns_t():
     assert "log_scale" in t.state_dict()
 
 
-def test_learnable_temperature_is_clamped_in_forward_and_by_clamp_():
+def test_forward_is_unclamped_and_clamp_projects_the_parameter_into_range():
     t = LearnableTemperature(init=0.5, min=0.1, max=1.0)
     with torch.no_grad():
-        t.log_scale.fill_(math.log(1 / 0.001))  # T = 0.001, below min
-    assert t().item() == pytest.approx(0.1)
+        t.log_scale.fill_(math.log(1 / 0.001))  # T = 0.001, below min (as after a big step)
+    assert t().item() == pytest.approx(0.001)  # as CLIP: forward does not clamp
     t().backward()
-    assert t.log_scale.grad.item() == 0.0  # beyond the bound: no gradient
+    assert t.log_scale.grad.item() == pytest.approx(-0.001)  # dT/dlog_scale = -T: it flows
     t.clamp_()
     assert t.log_scale.item() == pytest.approx(math.log(1 / 0.1))
     with torch.no_grad():
         t.log_scale.fill_(-5.0)  # T = e^5, above max
-    assert t().item() == pytest.approx(1.0)
+    assert t.clamp_()().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("bound", ["min", "max"])
+def test_a_temperature_on_a_bound_still_gets_a_gradient_and_leaves_it(bound):
+    """init == min (max): a loss that wants T larger (smaller) moves it off the bound. A clamp
+    in forward had a zero gradient there: T stayed on the bound for ever."""
+    t = LearnableTemperature(init=0.1 if bound == "min" else 1.0, min=0.1, max=1.0)
+    direction = -1.0 if bound == "min" else 1.0  # loss = -T wants T up, +T wants it down
+    optimizer = torch.optim.SGD(t.parameters(), lr=0.5)
+    (direction * t()).backward()
+    assert t.log_scale.grad.item() != 0.0
+    optimizer.step()
+    t.clamp_()
+    assert 0.1 < t().item() < 1.0
+
+
+@pytest.mark.parametrize("bound", ["min", "max"])
+def test_clamp_keeps_a_temperature_pulled_outward_on_its_bound(bound):
+    t = LearnableTemperature(init=0.1 if bound == "min" else 1.0, min=0.1, max=1.0)
+    direction = 1.0 if bound == "min" else -1.0  # loss = T pulls T below min, -T above max
+    optimizer = torch.optim.SGD(t.parameters(), lr=0.5)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (direction * t()).backward()
+        optimizer.step()
+        assert not 0.1 <= t().item() <= 1.0  # outside until projected
+        t.clamp_()
+        assert t().item() == pytest.approx(0.1 if bound == "min" else 1.0, rel=1e-6)
+
+
+def test_learnable_temperature_follows_clips_logit_scale_step_by_step_in_float64():
+    """CLIP's convention: a parameter logit_scale = log(1 / T), exp() in forward, clamped to
+    [0, log 100] after each step. A loss linear in the scale first drives T onto its lower
+    bound 0.01 (and keeps pushing), then pulls it back up: ours matches at every step."""
+    ours = LearnableTemperature(init=0.07, min=0.01, max=1.0).double()
+    logit_scale = torch.nn.Parameter(ours.log_scale.detach().clone())  # CLIP's, same start
+    ours_sgd = torch.optim.SGD(ours.parameters(), lr=0.03)
+    clip_sgd = torch.optim.SGD([logit_scale], lr=0.03)
+    on_bound = 0
+    for step in range(10):
+        c = -1.0 if step < 6 else 0.05  # loss = c / T: wants T down, then up
+        ours_sgd.zero_grad()
+        clip_sgd.zero_grad()
+        (c / ours()).backward()
+        (c * logit_scale.exp()).backward()
+        ours_sgd.step()
+        clip_sgd.step()
+        ours.clamp_()
+        with torch.no_grad():
+            logit_scale.clamp_(0, math.log(100))
+        assert ours.log_scale.item() == pytest.approx(logit_scale.item(), rel=1e-13, abs=1e-15)
+        assert ours().item() == pytest.approx(1 / logit_scale.exp().item(), rel=1e-13)
+        on_bound += ours().item() == pytest.approx(0.01, rel=1e-12)
+    assert on_bound >= 3  # it sat on the bound for several steps
+    assert ours().item() > 0.015  # and left it
 
 
 def test_learnable_temperature_gradient_is_dl_dt_times_minus_t():
@@ -149,6 +204,10 @@ def test_softmax_with_temperature_takes_a_tensor_temperature():
         (torch.tensor(1), "temperature must be a 0-d floating-point tensor"),
         (torch.tensor(-0.1), r"temperature must be a positive finite number, got tensor\(-0.1"),
         (torch.tensor(float("nan")), "temperature must be a positive finite number"),
+        (  # subnormal in float64, the compute dtype of the float64 inputs
+            torch.tensor(1e-310, dtype=torch.float64),
+            r"temperature must lie in \[2.225e-308, .*float64.*got tensor\(1e-310\)",
+        ),
     ],
 )
 def test_bad_tensor_temperatures_are_value_errors(temperature, match):

@@ -99,8 +99,9 @@ def test_eval_transform_resizes_short_side_and_center_crops_other_sizes():
     ("kwargs", "match"),
     [
         ({"size": 0}, "size must be an integer >= 1, got 0"),
-        ({"mean": (0.5, 0.5)}, r"mean must have 3 values .* got \(0.5, 0.5\)"),
-        ({"std": (0.2, 0.0, 0.2)}, r"std must have 3 values > 0 .* got \(0.2, 0.0, 0.2\)"),
+        ({"mean": (0.5, 0.5)}, r"mean must be 3 finite numbers .* got \(0.5, 0.5\)"),
+        ({"std": (0.2, 0.0, 0.2)}, r"std must be 3 finite numbers > 0 .* got \(0.2, 0.0, 0.2\)"),
+        ({"std": (0.2, float("inf"), 0.2)}, r"std must be 3 finite numbers > 0"),
     ],
 )
 @pytest.mark.parametrize("make", [moco_v2_transform, crop_flip_transform, eval_transform])

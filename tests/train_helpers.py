@@ -1,16 +1,47 @@
-"""Running ``train.py`` in fresh processes, as users do, and reading what a run left behind."""
+"""Helpers shared by the trainer's tests: tiny in-process runs (a convnet MoCo on the tiny
+image folder), ``train.py`` in fresh processes as users run it, and reading what a run left."""
 
 import csv
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import torch
 import yaml
+
+from infonce.trainer.data.datamodule import ImageDataModule
+from infonce.trainer.moco import MoCo
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "train.py")
 CPU_QUICK = str(REPO / "configs" / "cpu_quick.yaml")
+
+
+def tiny_moco(**overrides) -> MoCo:
+    """A MoCo small enough for the tiny folder: convnet, 4 BN splits, K = 64."""
+    args = dict(backbone="convnet", bn_splits=4, queue_size=64, temperature=0.1, momentum=0.9)
+    return MoCo(**(args | overrides))
+
+
+def tiny_data(root, **overrides) -> ImageDataModule:
+    """The tiny folder in batches of 8, without worker processes."""
+    args = dict(dataset="folder", root=str(root), batch_size=8, eval_batch_size=16, num_workers=0)
+    return ImageDataModule(**(args | overrides))
+
+
+def trainer(**overrides) -> L.Trainer:
+    """A quiet CPU trainer: no logger, checkpoints, bar, summary or validation unless asked."""
+    args = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    return L.Trainer(**(args | overrides))
 
 
 def run_train(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:

@@ -229,7 +229,7 @@ def build_backbone(name: str, bn_splits: int = 1, cifar_stem: bool = True) -> tu
         (torch.Size([8, 512]), 512)
     """
     if name not in BACKBONES:
-        raise ValueError(f"name must be one of {BACKBONES}, got {name!r}")
+        raise ValueError(f"backbone must be one of {BACKBONES}, got {name!r}")
     check_int(bn_splits, "bn_splits")
     if name == "convnet":
         encoder = ConvNet(bn_splits=bn_splits)

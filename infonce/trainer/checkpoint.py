@@ -24,6 +24,7 @@ Only a callback with ``save_last`` handles signals; give a run exactly one.
 
 import os
 import signal
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,36 @@ class NonFiniteStateError(RuntimeError):
 
 class RunFolderInUseError(FileExistsError):
     """A new run would overwrite the checkpoints of an earlier run in the same folder."""
+
+
+class RunFolderError(OSError):
+    """A folder a run must write (run folder, checkpoints, logs) cannot be created or written."""
+
+
+def check_writable_folder(path: str | os.PathLike, what: str) -> None:
+    """Create the folder ``path`` if needed and check that a file can be written in it.
+
+    Run before training, so that a run never trains for hours to fail at its first save.
+
+    Raises:
+        RunFolderError: ``path`` is a file, or cannot be created or written (the message names
+            ``what``, the path and the system's reason).
+    """
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise RunFolderError(
+            f"the {what} {folder} is a file, not a folder: move it away or choose another run "
+            "folder with --trainer.default_root_dir DIR"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise RunFolderError(
+            f"cannot write in the {what} {folder}: {err.strerror or err}; choose another run "
+            "folder with --trainer.default_root_dir DIR"
+        ) from None
 
 
 def first_nonfinite(state: dict[str, Any]) -> str | None:
@@ -98,7 +129,18 @@ class RunCheckpoint(ModelCheckpoint):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.dirpath = self.resolve_dirpath(trainer)
+        if stage == "fit":  # on every rank: all stop together, none waits in a collective
+            check_writable_folder(self.dirpath, "checkpoint folder")
         super().setup(trainer, pl_module, stage)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the callback's state; a run folder that was moved or renamed since the
+        checkpoint is the same run: its files are found under the new folder (Lightning would
+        forget ``last.ckpt`` and write ``last-v1.ckpt`` beside it)."""
+        saved = state_dict.get("dirpath")
+        if saved is not None and self.dirpath is not None:
+            state_dict = _moved_folder_state(state_dict, str(saved), str(self.dirpath))
+        super().load_state_dict(state_dict)
 
     def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
         # ckpt_path="last" is resolved before setup: look where this run folder keeps them
@@ -219,6 +261,30 @@ class RunCheckpoint(ModelCheckpoint):
             f"\nreceived {signal.Signals(signum).name}: stopping after this step and saving it"
             + (" (Ctrl-C again to abort without saving)" if signum == signal.SIGINT else "")
         )
+
+
+def _moved_folder_state(state: dict[str, Any], old: str, new: str) -> dict[str, Any]:
+    """``state`` with the paths of files under ``old`` moved to ``new`` where they exist there
+    (the folder was moved), and ``dirpath`` set to ``new``; else ``state`` unchanged."""
+    if os.path.normpath(old) == os.path.normpath(new):
+        return state
+
+    def moved(path: Any) -> Any:
+        if not isinstance(path, str) or not path:
+            return path
+        candidate = os.path.join(new, os.path.relpath(path, old))
+        return candidate if os.path.isfile(candidate) else path
+
+    keys = ("best_model_path", "kth_best_model_path", "last_model_path")
+    paths = [state.get(key) for key in keys] + list(state.get("best_k_models", {}))
+    if not any(moved(p) != p for p in paths):  # nothing of the run is here: Lightning's way
+        return state
+    state = dict(state, dirpath=new)
+    for key in keys:
+        state[key] = moved(state.get(key, ""))
+    if "best_k_models" in state:
+        state["best_k_models"] = {moved(p): v for p, v in state["best_k_models"].items()}
+    return state
 
 
 def check_new_run_folder(dirpath: str | os.PathLike, ckpt_path: str | None = None) -> None:

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from infonce._files import atomic_torch_save
 from infonce.distributed import gather_rows, single_process_gather
 from infonce.trainer.export import build_from_architecture, read_backbone
 from infonce.trainer.resume import check_resumed_hyperparameters
@@ -186,9 +187,8 @@ class LinearProbe(L.LightningModule):
             labels = torch.cat([batch_labels for _, batch_labels in outputs])  # (n,)
         gather = self.all_gather if self.trainer.world_size > 1 else single_process_gather
         logits, labels = gather_rows(logits, gather), gather_rows(labels, gather)
-        if self.trainer.is_global_zero:
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            torch.save({"logits": logits.cpu(), "labels": labels.cpu()}, path)
+        if self.trainer.is_global_zero:  # atomically: a reader never sees half a file
+            atomic_torch_save({"logits": logits.cpu(), "labels": labels.cpu()}, path)
 
     def configure_optimizers(self):
         self._require_backbone()

@@ -33,7 +33,14 @@ from infonce.shuffle_bn import (
 from infonce.temperature import LearnableTemperature
 from infonce.trainer.backbones import build_backbone, projection_head
 from infonce.trainer.resume import check_resumed_hyperparameters
-from infonce.trainer.rng import restore_rng_states, rng_states
+from infonce.trainer.rng import (
+    KEY_SHUFFLE,
+    QUEUE_INIT,
+    SEED_SCHEME,
+    derive_seed,
+    restore_rng_states,
+    rng_states,
+)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -192,7 +199,9 @@ class MoCo(L.LightningModule):
                 raise ValueError(f"temperature to be learned: {error}") from None
         if queue_init == "random":  # the same on every rank: seeded
             noise = torch.randn(
-                queue_size, feature_dim, generator=torch.Generator().manual_seed(seed)
+                queue_size,
+                feature_dim,
+                generator=torch.Generator().manual_seed(derive_seed(seed, QUEUE_INIT)),
             )
             self.queue.enqueue(F.normalize(noise, dim=1))
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -260,7 +269,7 @@ class MoCo(L.LightningModule):
         draws the same permutation.
         """
         guard, splits, world = self.hparams.bn_guard, self.hparams.bn_splits, self._world()
-        seed = (self.hparams.seed * 1_000_003 + self.global_step) * 2 + draw
+        seed = derive_seed(self.hparams.seed, KEY_SHUFFLE, self.global_step, draw)
         if guard == "shuffle" and world > 1:
             perm = key_permutation(world * x.shape[0], world * splits, seed)  # (R*B,)
             k = encode_shuffled_across_ranks(
@@ -298,7 +307,7 @@ class MoCo(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         (x1, x2), _ = batch
-        x1, x2 = (x.contiguous(memory_format=self._memory_format) for x in (x1, x2))
+        x1, x2 = (self._as_input(x) for x in (x1, x2))
         # a skipped step must not leave its BatchNorm statistics behind either
         buffers = self._buffers_snapshot() if self.hparams.nonfinite_loss == "skip" else None
         if self.hparams.symmetric:
@@ -320,6 +329,12 @@ class MoCo(L.LightningModule):
         if self.temperature is not None:
             self.log("train/temperature", self.temperature().detach())
         return loss
+
+    def _as_input(self, x: Tensor) -> Tensor:
+        """Images in the encoders' layout, and in their dtype under ``precision: 64-true``
+        (Lightning casts the weights, not the views); a no-op otherwise."""
+        dtype = self.dtype if self.dtype == torch.float64 else x.dtype
+        return x.to(dtype).contiguous(memory_format=self._memory_format)
 
     def _bar_shown(self) -> bool:
         """Whether a progress bar shows this run: Lightning reads every ``prog_bar`` value back
@@ -461,7 +476,7 @@ class MoCo(L.LightningModule):
                 "validation batches carry the train split as memory (x, y, is_query)"
             )
         x, y, is_query = batch
-        x = x.contiguous(memory_format=self._memory_format)
+        x = self._as_input(x)
         net = self.encoder if self.hparams.knn_feature == "head" else self.encoder[0]
         features = F.normalize(net(x).float(), dim=1).half()  # (B, F)
         for role in (False, True):
@@ -511,10 +526,7 @@ class MoCo(L.LightningModule):
             return  # one view per image: no positive pairs to measure
         if self._fixed_views is None or self._fixed_views[0] is not datamodule:
             self._fixed_views = (datamodule, datamodule.fixed_views(n))  # two (n, 3, S, S)
-        x1, x2 = (
-            x.to(self.device).contiguous(memory_format=self._memory_format)
-            for x in self._fixed_views[1]
-        )
+        x1, x2 = (self._as_input(x.to(self.device)) for x in self._fixed_views[1])
         q = F.normalize(self.encoder(x1).float(), dim=1)  # (n, dim)
         k = F.normalize(self.momentum_encoder(x2).float(), dim=1)  # (n, dim)
         negatives = self.queue.negatives() if self.queue.num_keys > 0 else None  # (K, dim)
@@ -530,6 +542,7 @@ class MoCo(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = rng_states()
+        checkpoint["seed_scheme"] = SEED_SCHEME
         checkpoint["skipped_steps"] = self._skipped_steps
         if self._trainer is not None and self.trainer.state.fn == "fit":
             checkpoint["schedule_steps"] = self._total_steps()
@@ -541,5 +554,10 @@ class MoCo(L.LightningModule):
         check_resumed_hyperparameters(self.hparams, saved, self.RESUME_FIXED, what)
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+        if checkpoint.get("seed_scheme", 1) != SEED_SCHEME:
+            rank_zero_warn(
+                f"{what} was written by an earlier infonce whose key shuffle drew from other "
+                "seeds: the run continues, but not bit for bit as that version would have"
+            )
         self._saved_schedule_steps = checkpoint.get("schedule_steps")
         self._skipped_steps = checkpoint.get("skipped_steps", 0)

@@ -17,6 +17,7 @@ from torch import Tensor
 from torchvision import transforms as T
 
 from infonce._checks import check_int
+from infonce.trainer.augment.normalization import check_channel_stats
 
 
 def _check_size(size: int) -> int:
@@ -24,11 +25,8 @@ def _check_size(size: int) -> int:
 
 
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> T.Normalize:
-    if len(mean) != 3:
-        raise ValueError(f"mean must have 3 values (R, G, B), got {tuple(mean)!r}")
-    if len(std) != 3 or any(s <= 0 for s in std):
-        raise ValueError(f"std must have 3 values > 0 (R, G, B), got {tuple(std)!r}")
-    return T.Normalize(tuple(mean), tuple(std))
+    mean = check_channel_stats("mean", mean, positive=False)
+    return T.Normalize(mean, check_channel_stats("std", std, positive=True))
 
 
 def moco_v2_transform(

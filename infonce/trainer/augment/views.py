@@ -11,14 +11,15 @@ lives on:
 - crop + resize + flip (:mod:`.crop`): two batched matrix products ``Ry @ image @ Rx.T``
   with the weights of torch's antialiased bilinear resize, the flip a mirrored ``Rx``;
 - brightness, contrast, saturation and hue (:mod:`.color`): per image, each op at each
-  step on just the images whose random order has it there; then grayscale, then normalise.
+  step on just the images whose random order has it there (on the CPU; on an accelerator
+  every op runs on the whole batch and ``torch.where`` keeps it where it applies, so that
+  no group size is read back and the host never waits); then grayscale, then normalise.
 
 Every piece matches torchvision's tensor functions on float images to float32 rounding (hue
-to about 2e-6), which the tests check image by image. On CUDA, a view costs one host sync
-(the jitter group sizes). Measured speed: see ``benchmarks/augment.py``.
+to about 2e-6), which the tests check image by image. Measured speed: see
+``benchmarks/augment.py``.
 """
 
-import math
 from numbers import Real
 from typing import NamedTuple
 
@@ -37,6 +38,7 @@ from infonce.trainer.augment.color import (
     rgb_to_grayscale,
 )
 from infonce.trainer.augment.crop import check_range, resized_crop, sample_crop_params
+from infonce.trainer.augment.normalization import check_channel_stats
 
 __all__ = [
     "MoCoV2Views",
@@ -148,16 +150,10 @@ def _check_images(images: Tensor) -> Tensor:
 
 
 def _channel_buffer(name: str, value, positive: bool = False) -> Tensor | None:
-    """(1, 3, 1, 1) float32 tensor of ``value`` (3 numbers, > 0 if ``positive``), or None."""
+    """(1, 3, 1, 1) float32 tensor of ``value`` (:func:`check_channel_stats`), or None."""
     if value is None:
         return None
-    ok = isinstance(value, tuple | list | Tensor) and len(value) == 3
-    ok = ok and all(isinstance(v, Real | Tensor) and not isinstance(v, bool) for v in value)
-    ok = ok and all(math.isfinite(float(v)) and (not positive or float(v) > 0) for v in value)
-    if not ok:
-        what = "3 finite numbers > 0" if positive else "3 finite numbers"
-        raise ValueError(f"{name} must be {what} (R, G, B), got {value!r}")
-    return torch.tensor([float(v) for v in value]).view(1, 3, 1, 1)
+    return torch.tensor(check_channel_stats(name, value, positive)).view(1, 3, 1, 1)
 
 
 class Normalize(nn.Module):

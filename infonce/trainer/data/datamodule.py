@@ -22,8 +22,10 @@ import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import ImageFolder
 
 from infonce._checks import check_int
+from infonce.trainer.augment.normalization import check_channel_stats
 from infonce.trainer.augment.transforms import (
     TwoViews,
     crop_flip_transform,
@@ -38,6 +40,7 @@ from infonce.trainer.data.resident import (
     load_or_decode,
 )
 from infonce.trainer.data.samplers import ResumableSampler, SeededTransformDataset, ShardSampler
+from infonce.trainer.data.scan import BAD_IMAGES, checked_folder, scan_folder
 from infonce.trainer.data.sources import (
     DATASETS,
     NORMALIZATION,
@@ -46,6 +49,8 @@ from infonce.trainer.data.sources import (
     num_classes,
     subset_indices,
 )
+from infonce.trainer.errors import ConfigError
+from infonce.trainer.rng import FIXED_VIEWS, derive_seed
 
 _STATS_IMAGES = 2000  # how many seeded train images estimate mean/std of a folder dataset
 
@@ -87,6 +92,10 @@ class ImageDataModule(L.LightningDataModule):
             larger images are taken from that; ``num_workers`` only speeds up the first decode.
         cache_dir: Where decoded splits are cached (keyed by their source files); None:
             ``$INFONCE_CACHE`` or ``~/.cache/infonce``.
+        bad_images: For ``folder``: every image is decoded once before training (the result
+            is remembered in the cache, so later runs only ``stat`` the files); ``error``
+            refuses a split with unreadable images, naming them; ``skip`` leaves them out
+            with a warning.
 
     Shape:
         train: ((B, 3, S, S), (B, 3, S, S)) float32 views and (B,) int64 labels (moco_v2),
@@ -98,6 +107,9 @@ class ImageDataModule(L.LightningDataModule):
 
     Raises:
         ValueError: an argument out of range (the message names it and its value).
+        UnreadableImagesError: at setup, a folder split with images that cannot be decoded
+            (``bad_images: error``).
+        ConfigError: when training starts, fewer training images than one global batch.
     """
 
     def __init__(
@@ -120,6 +132,7 @@ class ImageDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         resident: bool | None = None,
         cache_dir: str | None = None,
+        bad_images: Literal["error", "skip"] = "error",
     ):
         super().__init__()
         if dataset not in DATASETS:
@@ -135,10 +148,12 @@ class ImageDataModule(L.LightningDataModule):
         if not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
             raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, "
                              f"got {crop_scale!r}")  # fmt: skip
-        if mean is not None and len(mean) != 3:
-            raise ValueError(f"mean must be None or 3 values (R, G, B), got {mean!r}")
-        if std is not None and (len(std) != 3 or any(s <= 0 for s in std)):
-            raise ValueError(f"std must be None or 3 values > 0 (R, G, B), got {std!r}")
+        if mean is not None:
+            mean = check_channel_stats("mean", mean, positive=False)
+        if std is not None:
+            std = check_channel_stats("std", std, positive=True)
+        if bad_images not in BAD_IMAGES:
+            raise ValueError(f"bad_images must be one of {BAD_IMAGES}, got {bad_images!r}")
         self.dataset, self.root, self.download = dataset, root, download
         self.augmentation, self.knn_memory, self.image_size = augmentation, knn_memory, image_size
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
@@ -149,7 +164,7 @@ class ImageDataModule(L.LightningDataModule):
         self.mean = tuple(mean) if mean is not None else default_mean  # None until setup
         self.std = tuple(std) if std is not None else default_std
         self.resident = resident if resident is not None else image_size <= 64
-        self.cache_dir = cache_dir
+        self.cache_dir, self.bad_images = cache_dir, bad_images
         self._bases: dict[bool, Dataset] = {}  # split (train?) -> raw dataset, built once
         self._tensors: dict[bool, tuple[Tensor, Tensor]] = {}  # split -> (images, labels)
         self._resume_at: tuple[int, int] | None = None  # (epoch, samples done) from a checkpoint
@@ -161,10 +176,17 @@ class ImageDataModule(L.LightningDataModule):
         return num_classes(self.dataset, self.root)
 
     def prepare_data(self) -> None:
-        """Once per node, before any rank's setup: download CIFAR if asked, and decode the
-        resident splits into the cache, so that the ranks only read."""
+        """Once per node, before any rank's setup: download CIFAR if asked, scan a folder's
+        images and decode the resident splits into the cache, so that the ranks only read.
+        Raises nothing about bad images: every rank's :meth:`setup` does, so all stop."""
         for train in (True, False):
             base = build_dataset(self.dataset, self.root, train, self.download)
+            if isinstance(base, ImageFolder):  # scanned here, refused in every rank's setup
+                if self.bad_images == "error" and scan_folder(
+                    base, self.cache_dir, self.num_workers
+                ):
+                    continue
+                base = checked_folder(base, "skip", self.cache_dir, self.num_workers, warn=False)
             if self.resident:  # into the cache only: setup loads it where it is needed
                 ensure_cached(base, self.image_size, self.cache_dir, self.num_workers)
 
@@ -181,13 +203,26 @@ class ImageDataModule(L.LightningDataModule):
         base = self._base(train=True)
         indices = subset_indices(len(base), _STATS_IMAGES, self.seed)
         mean, std = channel_mean_std(base, indices, self.image_size)
+        if self.std is None and min(std) <= 0:
+            raise ConfigError(
+                f"the training images have a colour channel without variation (std {std}, "
+                f"estimated from {len(indices) if indices else len(base)} images), which "
+                "cannot be normalised: set --data.mean and --data.std"
+            )
         self.mean = self.mean if self.mean is not None else mean
         self.std = self.std if self.std is not None else std
 
     def _base(self, train: bool) -> Dataset:
         if train not in self._bases:  # downloads happened in prepare_data, if anywhere
-            self._bases[train] = build_dataset(self.dataset, self.root, train, download=False)
+            self._bases[train] = self._raw_split(train, download=False)
         return self._bases[train]
+
+    def _raw_split(self, train: bool, download: bool) -> Dataset:
+        """The split without transform; for a folder, checked image by image (``bad_images``)."""
+        base = build_dataset(self.dataset, self.root, train, download)
+        if isinstance(base, ImageFolder):
+            base = checked_folder(base, self.bad_images, self.cache_dir, self.num_workers)
+        return base
 
     def _split_indices(self, train: bool) -> list[int] | None:
         """The split's seeded subset (None: all of it)."""
@@ -303,6 +338,13 @@ class ImageDataModule(L.LightningDataModule):
         self._resolve_stats()
         data = self._split(train=True, transform=self._train_transform())
         num_replicas, rank = self._replicas()
+        if len(data) < self.batch_size * num_replicas:  # drop_last: no batch, nothing trained
+            limit = " (data.limit_train_images)" if self.limit_train_images else ""
+            raise ConfigError(
+                f"--data.batch_size {self.batch_size} on {num_replicas} device(s) needs at least "
+                f"{self.batch_size * num_replicas} training images for one batch, the train split "
+                f"has {len(data)}{limit}: nothing would be trained; lower --data.batch_size"
+            )
         trainer = self.trainer
         sampler = ResumableSampler(
             len(data), self.seed, num_replicas, rank, shuffle=True, drop_last=True,
@@ -349,7 +391,9 @@ class ImageDataModule(L.LightningDataModule):
             )
         self._resolve_stats()
         data = self._split(train=True, transform=self._train_transform())
-        keys = [(i, self.seed * 1_000_003 + i) for i in range(min(num_images, len(data)))]
+        keys = [
+            (i, derive_seed(self.seed, FIXED_VIEWS, i)) for i in range(min(num_images, len(data)))
+        ]
         if self.resident:  # one batch, augmented with a generator seeded by the first key
             (x1, x2), _ = data.__getitems__(keys)
             return x1, x2

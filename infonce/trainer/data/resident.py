@@ -10,7 +10,7 @@ on the training device, and a batch is one index operation;
 
 import hashlib
 import os
-import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from torchvision.datasets import CIFAR10, ImageFolder
 from torchvision.transforms.functional import pil_to_tensor
 
 from infonce._device import host_to_device
+from infonce._files import atomic_torch_save, load_torch_file
 from infonce.trainer.augment.transforms import ResizeIfNeeded
 
 CACHE_FORMAT = 1  # bump when the cached content changes meaning
@@ -120,17 +121,20 @@ def load_or_decode(
 ) -> tuple[Tensor, Tensor]:
     """:func:`decode`, cached under ``cache_dir`` by :func:`fingerprint`.
 
-    A cache file is written atomically (temporary file, then rename), so an interrupted run
-    never leaves a broken one. CIFAR at its own size is never cached (decoding it is a
-    reshape). Arguments and results as :func:`decode`; ``cache_dir`` defaults to
-    :func:`default_cache_dir`.
+    A cache file is written atomically (:func:`infonce._files.atomic_write`), so an
+    interrupted run never leaves a broken one; an unreadable cache file is decoded again, with
+    a warning. CIFAR at its own size is never cached (decoding it is a reshape). Arguments and
+    results as :func:`decode`; ``cache_dir`` defaults to :func:`default_cache_dir`.
     """
     path = _cache_path(dataset, size, cache_dir)
     if path is None:
         return decode(dataset, size)
     if path.is_file():
-        cached = torch.load(path, weights_only=True)
-        return cached["images"], cached["labels"]
+        try:
+            cached = load_torch_file(path, "decoded-data cache file")
+            return cached["images"], cached["labels"]
+        except (ValueError, KeyError, TypeError, IndexError) as err:  # disposable: decode again
+            warnings.warn(f"{err}; decoding the images again", stacklevel=2)
     images, labels = decode(dataset, size, num_workers, progress)
     _save_atomically(path, images, labels)
     return images, labels
@@ -143,11 +147,20 @@ def ensure_cached(
     num_workers: int = 0,
     progress: bool = True,
 ) -> None:
-    """Decode ``dataset`` into the cache of :func:`load_or_decode` unless it is there already
-    (or needs none); nothing is loaded. For ``prepare_data``: decode once, let ranks read."""
+    """Decode ``dataset`` into the cache of :func:`load_or_decode` unless a readable copy is
+    there already (or it needs none); nothing is loaded but the file's index (memory-mapped).
+    For ``prepare_data``: decode once, let ranks read."""
     path = _cache_path(dataset, size, cache_dir)
-    if path is not None and not path.is_file():
-        _save_atomically(path, *decode(dataset, size, num_workers, progress))
+    if path is None:
+        return
+    if path.is_file():
+        try:
+            cached = load_torch_file(path, "decoded-data cache file", mmap=True)
+            if isinstance(cached, dict) and {"images", "labels"} <= set(cached):
+                return
+        except ValueError as err:
+            warnings.warn(f"{err}; decoding the images again", stacklevel=2)
+    _save_atomically(path, *decode(dataset, size, num_workers, progress))
 
 
 def _cache_path(dataset: Dataset, size: int, cache_dir: str | os.PathLike | None) -> Path | None:
@@ -160,15 +173,7 @@ def _cache_path(dataset: Dataset, size: int, cache_dir: str | os.PathLike | None
 
 
 def _save_atomically(path: Path, images: Tensor, labels: Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"images": images, "labels": labels}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save({"images": images, "labels": labels}, path)
 
 
 BatchTransform = Callable[[Tensor, torch.Generator | None], Any]

@@ -13,30 +13,13 @@ import torch
 from torch.utils.data import Dataset, DistributedSampler
 
 from infonce._checks import check_int
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(z: int) -> int:
-    z = (z + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
+from infonce.trainer.rng import derive_seed
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of item ``index`` in ``epoch``: a 63-bit splitmix64 hash.
-
-    The same in every process and Python run (unlike ``hash()``), and unrelated for
-    neighbouring (seed, epoch, index) triples.
-
-    Returns:
-        An int in [0, 2**63).
-    """
-    z = _splitmix64(seed & _MASK64)
-    z = _splitmix64(z ^ (epoch & _MASK64))
-    z = _splitmix64(z ^ (index & _MASK64))
-    return z >> 1
+    """The augmentation seed of item ``index`` in ``epoch``:
+    :func:`infonce.trainer.rng.derive_seed` of the data stream, in [0, 2**63)."""
+    return derive_seed(seed, epoch, index)
 
 
 class ResumableSampler(DistributedSampler):

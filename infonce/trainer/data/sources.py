@@ -116,6 +116,18 @@ def _split_dir(root: str, train: bool) -> str:
     return path
 
 
+def _image_folder(root: str, train: bool) -> ImageFolder:
+    path = _split_dir(root, train)
+    try:
+        return ImageFolder(path, loader=load_rgb)
+    except FileNotFoundError as err:  # no class folder, or class folders without images
+        raise DatasetNotFoundError(
+            f"image folder split {os.path.abspath(path)} holds no images in class folders "
+            f"({err}); the layout is <root>/{{train,test}}/<class>/<image>, one folder per "
+            "class"
+        ) from None
+
+
 def build_dataset(dataset: str, root: str, train: bool, download: bool) -> Dataset:
     """The train or test split of ``dataset``, yielding (PIL RGB image, int label).
 
@@ -132,14 +144,15 @@ def build_dataset(dataset: str, root: str, train: bool, download: bool) -> Datas
 
     Raises:
         ValueError: ``dataset`` is not one of cifar10 | cifar100 | folder.
-        FileNotFoundError: the CIFAR files or the folder split are missing (the message names
-            the expected paths and how to point ``root`` at a local copy).
+        DatasetNotFoundError: the CIFAR files or the folder split are missing, or the split
+            has no class folder with images (the message names the expected paths and how to
+            point ``root`` at a local copy).
         RuntimeError: CIFAR files present but corrupted. For ``folder``, reading a corrupt
             image later raises a RuntimeError naming its path.
     """
     if _check_dataset(dataset) in _CIFAR:
         return _build_cifar(dataset, root, train, download)
-    return ImageFolder(_split_dir(root, train), loader=load_rgb)
+    return _image_folder(root, train)
 
 
 def num_classes(dataset: str, root: str) -> int:
@@ -149,12 +162,18 @@ def num_classes(dataset: str, root: str) -> int:
 
     Raises:
         ValueError: unknown ``dataset``.
-        FileNotFoundError: ``dataset="folder"`` and ``root/train`` is missing or has no class
-            folders.
+        DatasetNotFoundError: ``dataset="folder"`` and ``root/train`` is missing or has no
+            class folders.
     """
     if _check_dataset(dataset) in _CIFAR:
         return _CIFAR[dataset][2]
-    classes, _ = find_classes(_split_dir(root, train=True))
+    path = _split_dir(root, train=True)
+    try:
+        classes, _ = find_classes(path)
+    except FileNotFoundError as err:
+        raise DatasetNotFoundError(
+            f"image folder split {os.path.abspath(path)} has no class folders ({err})"
+        ) from None
     return len(classes)
 
 
