@@ -1,4 +1,5 @@
-"""Train MoCo, or a linear probe, with LightningCLI (see infonce/trainer/cli.py and configs/).
+"""Train MoCo v2, SimCLR, MoCo v3, SupCon or a linear probe with LightningCLI (see
+infonce/trainer/cli.py and configs/).
 
 python train.py fit --config configs/cpu_quick.yaml --data.dataset folder --data.root DIR
 python train.py validate --config configs/cpu_quick.yaml --ckpt_path last

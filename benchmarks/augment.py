@@ -1,11 +1,14 @@
-"""Two MoCo v2 views of 32x32 images: infonce.trainer.augment against torchvision and kornia.
+"""A recipe's views of 32x32 images: infonce.trainer.augment against torchvision and kornia.
 
-    python benchmarks/augment.py                 # CPU, 2 threads, batches of 512
-    python benchmarks/augment.py --device cuda
+    python benchmarks/augment.py                 # moco_v2 on the CPU, 2 threads, batches of 512
+    python benchmarks/augment.py --device cuda --recipe solo_symmetric
 
-The recipe everywhere: RandomResizedCrop(32, scale=(0.2, 1)), ColorJitter(0.4, 0.4, 0.4, 0.1)
-with p=0.8, RandomGrayscale(0.2), RandomHorizontalFlip, to float, Normalize; two views per
-image, counted as one image. Images are real CIFAR-10 pixels when a copy is named
+Every pipeline is built from the recipe's views (infonce.trainer.augment.recipes.RECIPES;
+moco_v2: RandomResizedCrop(32, scale=(0.2, 1)), ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8,
+RandomGrayscale(0.2), RandomHorizontalFlip), then to float and Normalize; all views of an
+image counted as one image. torchvision v2 and kornia have no PIL blur: where a recipe blurs,
+they blur with a sampled Gaussian kernel of 2 * ceil(3 * max sigma) + 1 taps (not the same
+op, a like amount of work). Images are real CIFAR-10 pixels when a copy is named
 (``$INFONCE_CIFAR10_ROOT`` or ``$INFONCE_CIFAR10_TARBALL``), else random uint8.
 
 - torchvision v1 on PIL images and v2 on uint8 tensors augment one image per call, as a
@@ -19,6 +22,7 @@ image, counted as one image. Images are real CIFAR-10 pixels when a copy is name
 
 import argparse
 import importlib.util
+import math
 import subprocess
 import time
 
@@ -27,9 +31,10 @@ from _common import cifar10_jpeg_root, machine, table
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from infonce.trainer.augment.transforms import moco_v2_transform
-from infonce.trainer.augment.views import MoCoV2Views
-from infonce.trainer.data.sources import CIFAR10_MEAN, CIFAR10_STD
+from infonce.trainer.augment.normalization import DATASET_STATS
+from infonce.trainer.augment.recipes import RECIPES, ViewSpec
+from infonce.trainer.augment.transforms import views_transform
+from infonce.trainer.augment.views import BatchViews
 
 
 def cifar_batch(n: int) -> torch.Tensor:
@@ -56,9 +61,55 @@ def images_per_second(fn, images: int, device: torch.device, repeats: int) -> fl
     return images / best
 
 
-def per_sample(transform, samples: list) -> None:
+def per_sample(transforms: list, samples: list) -> None:
     for sample in samples:
-        transform(sample), transform(sample)
+        for transform in transforms:
+            transform(sample)
+
+
+def blur_kernel(spec: ViewSpec) -> int:
+    """Taps of the sampled Gaussian that stands in for PIL's blur in torchvision v2 / kornia."""
+    return 2 * math.ceil(3 * spec.blur_sigma[1]) + 1
+
+
+def torchvision_v2_view(spec: ViewSpec, mean: list, std: list):
+    """One view of ``spec`` with torchvision's v2 transforms, on uint8 tensors."""
+    from torchvision.transforms import v2
+
+    ops = [v2.RandomResizedCrop(32, spec.scale, spec.ratio, spec.interpolation, antialias=True)]
+    if spec.jitter_p > 0:
+        ops.append(v2.RandomApply([v2.ColorJitter(*spec.jitter)], p=spec.jitter_p))
+    if spec.grayscale_p > 0:
+        ops.append(v2.RandomGrayscale(p=spec.grayscale_p))
+    if spec.blur_p > 0:
+        blur = v2.GaussianBlur(blur_kernel(spec), spec.blur_sigma)
+        ops.append(v2.RandomApply([blur], p=spec.blur_p))
+    if spec.solarize_p > 0:
+        ops.append(v2.RandomSolarize(128, p=spec.solarize_p))  # uint8 levels
+    if spec.flip_p > 0:
+        ops.append(v2.RandomHorizontalFlip(p=spec.flip_p))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    return v2.Compose(ops)
+
+
+def kornia_view(spec: ViewSpec, mean: list, std: list) -> torch.nn.Module:
+    """One view of ``spec`` with kornia.augmentation, on float batches."""
+    import kornia.augmentation as K
+
+    ops = [K.RandomResizedCrop((32, 32), spec.scale, spec.ratio, resample=spec.interpolation)]
+    if spec.jitter_p > 0:
+        ops.append(K.ColorJitter(*spec.jitter, p=spec.jitter_p))
+    if spec.grayscale_p > 0:
+        ops.append(K.RandomGrayscale(p=spec.grayscale_p))
+    if spec.blur_p > 0:
+        k = blur_kernel(spec)
+        ops.append(K.RandomGaussianBlur((k, k), spec.blur_sigma, p=spec.blur_p))
+    if spec.solarize_p > 0:  # threshold 0.5, no brightness addition
+        ops.append(K.RandomSolarize(thresholds=0.0, additions=0.0, p=spec.solarize_p))
+    if spec.flip_p > 0:
+        ops.append(K.RandomHorizontalFlip(p=spec.flip_p))
+    ops.append(K.Normalize(torch.tensor(mean), torch.tensor(std)))
+    return torch.nn.Sequential(*ops)
 
 
 def main() -> None:
@@ -67,72 +118,56 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--recipe", default="moco_v2", choices=list(RECIPES))
     args = parser.parse_args()
     device = torch.device(args.device)
     batch = cifar_batch(args.batch_size)
-    mean, std = list(CIFAR10_MEAN), list(CIFAR10_STD)
+    views = RECIPES[args.recipe]
+    mean, std = (list(stats) for stats in DATASET_STATS["cifar10"])
     results = {}
 
     torch.set_num_threads(1)  # per-sample pipelines: one image per call, one core
     few = batch[:128]
     pil = [Image.fromarray(x.permute(1, 2, 0).numpy()) for x in few]
-    v1 = moco_v2_transform(32, mean, std)
+    v1 = views_transform(views, 32, mean, std).transforms
     results["torchvision v1, PIL, per sample (1 core)"] = images_per_second(
         lambda: per_sample(v1, pil), len(pil), torch.device("cpu"), args.repeats
     )
-    from torchvision.transforms import v2
-
-    v2_view = v2.Compose(
-        [
-            v2.RandomResizedCrop(32, scale=(0.2, 1.0), antialias=True),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            v2.RandomHorizontalFlip(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean, std),
-        ]
-    )
+    v2_views = [torchvision_v2_view(spec, mean, std) for spec in views]
     results["torchvision v2, uint8 tensor, per sample (1 core)"] = images_per_second(
-        lambda: per_sample(v2_view, list(few)), len(few), torch.device("cpu"), args.repeats
+        lambda: per_sample(v2_views, list(few)), len(few), torch.device("cpu"), args.repeats
     )
 
     torch.set_num_threads(args.threads)
     x = batch.to(device)
     results["torchvision v2 on the batch (one crop for all: invalid)"] = images_per_second(
-        lambda: (v2_view(x), v2_view(x)), len(x), device, args.repeats
+        lambda: [view(x) for view in v2_views], len(x), device, args.repeats
     )
     if importlib.util.find_spec("kornia"):
-        import kornia.augmentation as K
+        kornia_views = [kornia_view(spec, mean, std).to(device) for spec in views]
 
-        kornia_view = torch.nn.Sequential(
-            K.RandomResizedCrop((32, 32), scale=(0.2, 1.0)),
-            K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
-            K.RandomGrayscale(p=0.2),
-            K.RandomHorizontalFlip(),
-            K.Normalize(torch.tensor(mean), torch.tensor(std)),
-        ).to(device)
-
-        def kornia_views():
+        def kornia_batch():
             xf = x.float() / 255
-            return kornia_view(xf), kornia_view(xf)
+            return [view(xf) for view in kornia_views]
 
-        results["kornia, batch"] = images_per_second(kornia_views, len(x), device, args.repeats)
-    ours = MoCoV2Views(32, mean=CIFAR10_MEAN, std=CIFAR10_STD).to(device)
-    results["infonce MoCoV2Views, batch"] = images_per_second(
+        results["kornia, batch"] = images_per_second(kornia_batch, len(x), device, args.repeats)
+    ours = BatchViews(views, 32, mean, std).to(device)
+    results["infonce BatchViews, batch"] = images_per_second(
         lambda: ours(x), len(x), device, args.repeats
     )
     threads = {name: args.threads for name in results}  # threads (CPU) each figure used
     if device.type == "cpu":
         threads |= dict.fromkeys(list(results)[:2], 1)
         torch.set_num_threads(1)
-        results["infonce MoCoV2Views, batch (1 core)"] = images_per_second(
+        results["infonce BatchViews, batch (1 core)"] = images_per_second(
             lambda: ours(x), len(x), device, args.repeats
         )
-        threads["infonce MoCoV2Views, batch (1 core)"] = 1
+        threads["infonce BatchViews, batch (1 core)"] = 1
         torch.set_num_threads(args.threads)
     where = "GPU" if device.type == "cuda" else f"{args.threads} threads unless said"
     print(f"machine: {machine(device)}")
-    print(f"two views per image, batches of {len(x)} on {where}, best of {args.repeats}")
+    print(f"recipe {args.recipe}: {len(views)} view(s) per image, batches of {len(x)} on "
+          f"{where}, best of {args.repeats}")  # fmt: skip
     rows = []
     for name, value in results.items():
         # like for like: infonce with as many threads as the pipeline it is compared with

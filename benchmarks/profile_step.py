@@ -26,10 +26,11 @@ from _common import cifar10_jpeg_root, machine
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
+from infonce.trainer.augment.normalization import MOCO_CIFAR10_DEMO_STATS
 from infonce.trainer.data.datamodule import ImageDataModule
 from infonce.trainer.moco import MoCo
 
-DEMO_MEAN, DEMO_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # the demo's
+DEMO_MEAN, DEMO_STD = MOCO_CIFAR10_DEMO_STATS  # the demo's
 SYNCS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 
 
@@ -90,7 +91,8 @@ def main() -> None:
     data = ImageDataModule(
         dataset="folder", root=str(cifar10_jpeg_root()), batch_size=args.batch_size,
         num_workers=args.workers,
-        mean=DEMO_MEAN, std=DEMO_STD, crop_scale=(0.08, 1.0), resident=True, knn_memory=False,
+        mean=DEMO_MEAN, std=DEMO_STD, augmentation="moco_cifar10_demo", resident=True,
+        knn_memory=False,
     )  # fmt: skip
     probe = StepProfiler(args.warmup, args.steps, args.profile_steps, cuda)
     L.Trainer(

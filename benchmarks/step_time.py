@@ -18,10 +18,12 @@ import lightning as L
 import torch
 from _common import cifar10_jpeg_root, machine
 
+from infonce.trainer.augment.normalization import DATASET_STATS
 from infonce.trainer.cli import keep_freed_memory
 from infonce.trainer.data.datamodule import ImageDataModule
-from infonce.trainer.data.sources import CIFAR10_MEAN, CIFAR10_STD
 from infonce.trainer.moco import MoCo
+
+CIFAR10_MEAN, CIFAR10_STD = DATASET_STATS["cifar10"]
 
 WARMUP = 10
 

@@ -14,7 +14,7 @@ MLP head everywhere (SplitBatchNorm with 8 splits; the key batch shuffled for in
 - infonce, loader path: per-sample PIL torchvision transforms in DataLoader workers, the data
   path lightly uses; in float32 and in bfloat16 autocast;
 - infonce, resident path: the split decoded once into a uint8 tensor, batches augmented as a
-  whole by ``infonce.trainer.augment.views.MoCoV2Views``; in float32 and in bfloat16 autocast.
+  whole by ``infonce.trainer.augment.views.BatchViews``; in float32 and in bfloat16 autocast.
 
 Ratios are printed like for like: the same precision, threads and data path on both sides;
 the resident path has no lightly counterpart, so its ratio says that the data path differs.
@@ -34,10 +34,12 @@ import lightning as L
 import torch
 from _common import cifar10_jpeg_root, machine, table
 
-from infonce.trainer.backbones import projection_head
+from infonce.trainer.augment.normalization import DATASET_STATS
 from infonce.trainer.data.datamodule import ImageDataModule
-from infonce.trainer.data.sources import CIFAR10_MEAN, CIFAR10_STD
+from infonce.trainer.heads import projection_head
 from infonce.trainer.moco import MoCo
+
+CIFAR10_MEAN, CIFAR10_STD = DATASET_STATS["cifar10"]
 
 
 class StepTimer(L.Callback):

@@ -7,6 +7,7 @@ only when first asked for).
 
 from infonce.calibration import TemperatureScaler, expected_calibration_error, reliability_bins
 from infonce.chunked import InfoNCEStats, chunked_info_nce, chunked_info_nce_stats
+from infonce.clip import clip_loss
 from infonce.contrastive import nt_xent, supcon
 from infonce.diagnostics import (
     alignment,
@@ -16,7 +17,12 @@ from infonce.diagnostics import (
     uniformity,
 )
 from infonce.distillation import distillation_loss
-from infonce.distributed import gather_rows, single_process_gather
+from infonce.distributed import (
+    gather_rows,
+    gather_with_grad,
+    rank_and_world_size,
+    single_process_gather,
+)
 from infonce.generation import sample_with_temperature
 from infonce.info_nce import InfoNCE, info_nce, info_nce_logits, info_nce_stats, separated_loss
 from infonce.knn import knn_accuracy, knn_neighbours, knn_predict, sharded_knn_accuracy
@@ -35,6 +41,7 @@ __all__ = [
     "alignment",
     "chunked_info_nce",
     "chunked_info_nce_stats",
+    "clip_loss",
     "contrastive_entropy",
     "cosine_momentum",
     "distillation_loss",
@@ -43,6 +50,7 @@ __all__ = [
     "encode_shuffled_across_ranks",
     "expected_calibration_error",
     "gather_rows",
+    "gather_with_grad",
     "hardest_negative_similarity",
     "info_nce",
     "info_nce_logits",
@@ -54,6 +62,7 @@ __all__ = [
     "load_backbone",
     "momentum_update",
     "nt_xent",
+    "rank_and_world_size",
     "reliability_bins",
     "sample_with_temperature",
     "separated_loss",

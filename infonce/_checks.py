@@ -174,14 +174,16 @@ def check_info_nce(
     temperature: float | Tensor,
     normalize: bool,
     shared: bool = False,
+    decoupled: bool = False,
 ) -> float | Tensor:
     """The checks of :func:`infonce.info_nce`'s arguments; returns the temperature checked in
     the compute dtype. With ``shared`` (the chunked path), ``negatives`` must be a (K, D)
     tensor of negatives shared by every query.
 
     Raises:
-        ValueError: as :func:`check_info_nce_inputs`, ``normalize`` not a bool, or a
-            temperature :func:`check_temperature` refuses.
+        ValueError: as :func:`check_info_nce_inputs`, ``normalize`` or ``decoupled`` not a
+            bool, ``decoupled`` with no negative (:func:`check_decoupled`), or a temperature
+            :func:`check_temperature` refuses.
     """
     if shared and negatives is None:
         raise ValueError("negatives must be a (K, D) tensor of shared negatives, got None")
@@ -189,7 +191,27 @@ def check_info_nce(
     if shared and negatives.dim() != 2:
         raise ValueError(f"negatives must have shape (K, D), got {tuple(negatives.shape)}")
     check_bool(normalize, "normalize")
+    if negatives is None:
+        N = query.shape[0]
+        check_decoupled(decoupled, N - 1, f"N = {N} (in-batch negatives: the other N - 1 keys)")
+    elif negatives.dim() == 2:
+        check_decoupled(decoupled, negatives.shape[0], f"K = {negatives.shape[0]} negatives")
+    else:
+        check_decoupled(decoupled, negatives.shape[1], f"M = {negatives.shape[1]} per query")
     return check_temperature(temperature, allow_tensor=True, dtype=compute_dtype(query))
+
+
+def check_decoupled(decoupled: bool, num_negatives: int, got: str) -> bool:
+    """Return ``decoupled``; raise ValueError unless it is a bool, or when it is True and there
+    is no negative: the decoupled loss leaves the positive out of the log-sum-exp, which is
+    then empty (``-inf``), and the loss undefined. ``got`` says what was counted."""
+    check_bool(decoupled, "decoupled")
+    if decoupled and num_negatives < 1:
+        raise ValueError(
+            "decoupled=True needs at least one negative (the positive is left out of the "
+            f"log-sum-exp, which would be empty), got {got}"
+        )
+    return decoupled
 
 
 def describe(value) -> str:
@@ -245,10 +267,16 @@ def check_labels(
         raise ValueError(f"{name} must lie in [0, {num_classes}), got values from {low} to {high}")
 
 
-def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
-    """Per-sample ``loss`` (N,) reduced by ``mean`` | ``sum`` | ``none`` (already checked)."""
+def reduce_loss(loss: Tensor, reduction: str, world: int = 1) -> Tensor:
+    """Per-sample ``loss`` (N,) reduced by ``mean`` | ``sum`` | ``none`` (already checked).
+
+    ``world``: the number of ranks that each hold N of the samples (``gather_distributed``);
+    ``sum`` is multiplied by it, so that the average over ranks (DDP's, of the gradients) is
+    the sum over all of them. ``mean`` needs nothing: with N on every rank the average of the
+    ranks' means is the mean over all.
+    """
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
-        return loss.sum()
+        return loss.sum() if world == 1 else loss.sum() * world
     return loss

@@ -89,6 +89,19 @@ def over_temperature(
     return shift_and_divide(similarities, temperature, dim)
 
 
+def decoupled_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Per row, ``logsumexp(logits without the label's column) - logits[label]``: the
+    decoupled contrastive loss (Yeh et al., 2022), the positive in the numerator only. Equal
+    to ``cross_entropy + log(1 - p_label)``. Each row needs a finite column besides its label.
+
+    Shape:
+        logits (N, C) with C >= 2, labels (N,) int64; output (N,).
+    """
+    positive = logits.gather(1, labels[:, None])[:, 0]  # (N,)
+    others = logits.scatter(1, labels[:, None], -torch.inf)  # (N, C): the positive masked out
+    return torch.logsumexp(others, dim=1) - positive
+
+
 def info_nce_similarities(
     query: Tensor, key: Tensor, negatives: Tensor | None, normalize: bool
 ) -> tuple[Tensor, Tensor]:

@@ -18,6 +18,10 @@ times faster than ``exp`` on CPUs), and with normalised inputs ``log2(e) / T`` r
 query for free. Without normalisation ``q.k / T`` could overflow for a small ``T``: the raw
 similarities are kept, and each chunk is scaled by ``log2(e) / T`` only after the running
 maximum is subtracted (one more pass over the chunk), so no finite input overflows.
+
+Decoupled (DCL, ``decoupled=True``): the positive enters neither the running log-sum-exp nor
+the weighted sum, which then run over the negatives alone; ``dL/dk+ = -q / T`` (the positive
+has no softmax weight) and the other gradients keep their form with the negatives' weights.
 """
 
 import math
@@ -48,7 +52,7 @@ class InfoNCEStats(NamedTuple):
         every field (N,).
     """
 
-    loss: Tensor  # -log softmax of the positive, per query
+    loss: Tensor  # -log softmax of the positive, per query (decoupled: lse of negatives - l+)
     positive_logit: Tensor  # q.k+ / T
     max_negative_logit: Tensor  # max_j q.k_j / T; the positive wins top-1 iff >= this
     mean_negative_logit: Tensor  # mean_j q.k_j / T
@@ -58,11 +62,12 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
     """Per-query InfoNCE over shared negatives; see :func:`chunked_info_nce_stats`.
 
     Inputs are already in the compute dtype; ``query`` and ``key`` already normalised when
-    ``normalize``; ``negatives`` raw (each chunk is normalised on the fly).
+    ``normalize``; ``negatives`` raw (each chunk is normalised on the fly); with ``decoupled``
+    at least one negative.
     """
 
     @staticmethod
-    def forward(ctx, query, key, negatives, temperature, normalize, chunk_size, stats):
+    def forward(ctx, query, key, negatives, temperature, normalize, chunk_size, stats, decoupled):
         # Logits are kept in base 2 (l2 = l * log2(e)): exp2 is several times faster than exp
         # on CPUs. Normalised, the factor log2(e) / T rides along in the query for free (the
         # logits stay within log2(e) / T, finite); raw, the similarities are kept and the
@@ -82,10 +87,15 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
         q2 = query * scale if folded else query  # (N, D): the logits are q2 . v
         l_pos = (q2 * key).sum(dim=1)  # (N,)
         # running log-sum-exp state: shift m (N,), sum of 2^(base2(l - m)) s (N,)
-        m = torch.zeros_like(l_pos) if bounded else l_pos.clone()
-        s = torch.exp2(base2(l_pos - m))  # (N,)
         need_weighted = need_dq or need_dt  # dL/dT = -q . dL/dq / T
-        weighted = s[:, None] * key if need_weighted else None  # (N, D): sum_j 2^(l_j - m) v_j
+        if decoupled:  # the sums start empty: the positive is in neither
+            m = torch.zeros_like(l_pos) if bounded else torch.full_like(l_pos, -torch.inf)
+            s = torch.zeros_like(l_pos)  # (N,)
+            weighted = torch.zeros_like(query) if need_weighted else None  # (N, D)
+        else:  # the sums start with the positive
+            m = torch.zeros_like(l_pos) if bounded else l_pos.clone()
+            s = torch.exp2(base2(l_pos - m))  # (N,)
+            weighted = s[:, None] * key if need_weighted else None  # (N, D): sum_j 2^(l_j-m) v_j
         max_neg = torch.full_like(l_pos, -torch.inf)  # (N,)
         neg_sum = torch.zeros(D, dtype=query.dtype, device=query.device)  # (D,) sum of negatives
         buffers = _ChunkBuffers(N, D, min(chunk_size, K), query)  # reused: no allocation per chunk
@@ -114,9 +124,13 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
         log2_s = torch.log2(s)  # (N,): the base-2 log-sum-exp is base2(m) + log2_s
         gap = base2(m - l_pos)  # (N,): how far the positive lies below the shift m
         loss = (gap + log2_s) * _LN2  # (N,) natural log: lse - l_pos
-        p_pos = torch.exp2(-gap - log2_s)  # (N,)
         dq = (weighted / s[:, None] - key) / temperature if need_weighted else None  # (N, D)
-        dk = (p_pos - 1.0)[:, None] * query / temperature if need_dk else None  # (N, D)
+        dk = None
+        if need_dk and decoupled:  # the positive has no softmax weight
+            dk = -query / temperature  # (N, D)
+        elif need_dk:
+            p_pos = torch.exp2(-gap - log2_s)  # (N,)
+            dk = (p_pos - 1.0)[:, None] * query / temperature  # (N, D)
         # dL/dT = (l+ - sum_j p_j l_j) / T^2 (raw logits l = q . v) = -(q . dL/dq) / T
         dt = -(query * dq).sum(dim=1) / temperature if need_dt else None  # (N,)
         # The inputs too (references, not copies): a double backward recomputes from them.
@@ -128,6 +142,7 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
         if not need_dn:
             ctx.negatives, ctx.negatives_version = negatives, negatives._version
         ctx.normalize, ctx.chunk_size, ctx.temperature = normalize, chunk_size, temperature
+        ctx.decoupled = decoupled
         ctx.need_dq = need_dq
         if folded:
             l_pos, max_neg = l_pos * _LN2, max_neg * _LN2  # back to q.k / T
@@ -152,7 +167,7 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
                         "MemoryQueue.negatives()"
                     )
             grads = _differentiable_grads(ctx, query, key, negatives, temperature, grad_loss)
-            return (*grads, *[None] * 3)
+            return (*grads, *[None] * 4)
         g = grad_loss[:, None]  # (N, 1)
         grad_q = dq * g if ctx.need_dq else None
         grad_k = dk * g if dk is not None else None
@@ -175,7 +190,7 @@ class _ChunkedQueueInfoNCE(torch.autograd.Function):
                     norm = raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
                     dn = (dn - n * (n * dn).sum(dim=1, keepdim=True)) / norm
                 grad_n[start : start + ctx.chunk_size] = dn
-        return grad_q, grad_k, grad_n, grad_t, None, None, None
+        return grad_q, grad_k, grad_n, grad_t, None, None, None, None
 
 
 def _differentiable_grads(ctx, query, key, negatives, temperature, grad_loss) -> list:
@@ -190,7 +205,8 @@ def _differentiable_grads(ctx, query, key, negatives, temperature, grad_loss) ->
     l_pos = (query * key).sum(dim=1, keepdim=True)  # (N, 1)
     similarities = torch.cat([l_pos, query @ n.T], dim=1)  # (N, 1+K)
     logits = over_temperature(similarities, temperature, ctx.normalize, dim=1)  # (N, 1+K)
-    loss = torch.logsumexp(logits, dim=1) - logits[:, 0]  # (N,)
+    lse = torch.logsumexp(logits[:, 1:] if ctx.decoupled else logits, dim=1)  # (N,)
+    loss = lse - logits[:, 0]  # (N,)
     needs = ctx.needs_input_grad[:4]
     inputs = (query, key, negatives, temperature)
     wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
@@ -206,6 +222,7 @@ def chunked_info_nce(
     reduction: str = "mean",
     normalize: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    decoupled: bool = False,
 ) -> Tensor:
     """:func:`infonce.info_nce` with shared negatives (K, D), computed in chunks over K.
 
@@ -228,6 +245,8 @@ def chunked_info_nce(
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         normalize: L2-normalise query, key and negatives along D first.
         chunk_size: negatives per chunk (>= 1); 4,096 is near the fastest on CPUs and GPUs.
+        decoupled: the decoupled loss (DCL) of :func:`infonce.info_nce`: the positive out of
+            the log-sum-exp (then K >= 1).
 
     Returns:
         The loss, float32 (float64 for float64 inputs): a scalar, or (N,) for ``"none"``.
@@ -240,10 +259,12 @@ def chunked_info_nce(
             included) or a ``chunk_size`` that is not an integer >= 1.
     """
     reduction = check_reduction(reduction)
-    temperature = check_info_nce(query, key, negatives, temperature, normalize, shared=True)
+    temperature = check_info_nce(
+        query, key, negatives, temperature, normalize, shared=True, decoupled=decoupled
+    )
     check_int(chunk_size, "chunk_size")
-    loss = _chunked(query, key, negatives, temperature, normalize, chunk_size, stats=False).loss
-    return reduce_loss(loss, reduction)
+    args = (query, key, negatives, temperature, normalize, chunk_size)
+    return reduce_loss(_chunked(*args, stats=False, decoupled=decoupled).loss, reduction)
 
 
 def chunked_info_nce_stats(
@@ -253,6 +274,7 @@ def chunked_info_nce_stats(
     temperature: float | Tensor = 0.07,
     normalize: bool = True,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    decoupled: bool = False,
 ) -> InfoNCEStats:
     """Per-query loss of :func:`chunked_info_nce` and the logit statistics worth logging.
 
@@ -260,19 +282,25 @@ def chunked_info_nce_stats(
     positive logit, the largest and the mean negative logit (all divided by ``T``). The
     positive is the top-1 of the ``1 + K`` logits exactly when ``positive_logit >=
     max_negative_logit`` (ties go to the positive, as ``argmax`` over ``[pos, negs]`` does).
-    With K = 0 the loss is 0, the largest negative logit ``-inf`` and the mean 0.
+    With K = 0 the loss is 0, the largest negative logit ``-inf`` and the mean 0. With
+    ``decoupled`` the loss is the decoupled one (K >= 1); the statistics are the same.
 
     Arguments and errors as :func:`chunked_info_nce`.
 
     Shape:
         query (N, D), key (N, D), negatives (K, D); every field of the result (N,).
     """
-    temperature = check_info_nce(query, key, negatives, temperature, normalize, shared=True)
+    temperature = check_info_nce(
+        query, key, negatives, temperature, normalize, shared=True, decoupled=decoupled
+    )
     check_int(chunk_size, "chunk_size")
-    return _chunked(query, key, negatives, temperature, normalize, chunk_size, stats=True)
+    args = (query, key, negatives, temperature, normalize, chunk_size)
+    return _chunked(*args, stats=True, decoupled=decoupled)
 
 
-def _chunked(query, key, negatives, temperature, normalize, chunk_size, stats) -> InfoNCEStats:
+def _chunked(
+    query, key, negatives, temperature, normalize, chunk_size, stats, decoupled
+) -> InfoNCEStats:
     """The core of :func:`chunked_info_nce` and :func:`chunked_info_nce_stats`, on checked
     arguments; ``stats=False`` skips the logit statistics (one pass per chunk less)."""
     dtype = compute_dtype(query)
@@ -284,9 +312,8 @@ def _chunked(query, key, negatives, temperature, normalize, chunk_size, stats) -
         temperature = temperature_like(temperature, q)
         if normalize:
             q, k = F.normalize(q, dim=1), F.normalize(k, dim=1)
-        return InfoNCEStats(
-            *_ChunkedQueueInfoNCE.apply(q, k, negatives, temperature, normalize, chunk_size, stats)
-        )
+        args = (q, k, negatives, temperature, normalize, chunk_size, stats, decoupled)
+        return InfoNCEStats(*_ChunkedQueueInfoNCE.apply(*args))
 
 
 class _ChunkBuffers:

@@ -13,8 +13,10 @@ from infonce._checks import (
     check_int,
     check_reduction,
     check_temperature,
+    reduce_loss,
 )
 from infonce._numerics import (
+    decoupled_cross_entropy,
     info_nce_similarities,
     over_temperature,
     shift_and_divide,
@@ -37,11 +39,18 @@ def info_nce(
     temperature: float | Tensor = 0.07,
     reduction: str = "mean",
     normalize: bool = True,
+    decoupled: bool = False,
 ) -> Tensor:
     """InfoNCE loss: ``-log exp(q.k+/T) / (exp(q.k+/T) + sum_i exp(q.k_i/T))``.
 
     The loss of MoCo (He et al., 2020) and CPC (van den Oord et al., 2018): a (1+K)-way
     softmax classification of each query's positive key against its negatives.
+
+    With ``decoupled``, the decoupled contrastive loss (DCL; Yeh et al., 2022, their L_DC): the
+    positive is left out of the denominator, ``-q.k+/T + log sum_i exp(q.k_i/T)``, which
+    equals InfoNCE ``+ log(1 - p+)`` (``p+`` the positive's softmax weight). It removes the
+    negative-positive coupling that makes InfoNCE's gradient shrink as ``p+`` grows, and it
+    can be negative. It needs at least one negative.
 
     Negatives come in three forms:
 
@@ -70,6 +79,7 @@ def info_nce(
             tensor (e.g. from :class:`infonce.LearnableTemperature`) receives ``dL/dT``.
         reduction: ``"mean"`` | ``"sum"`` over the batch, or ``"none"`` for per-query losses.
         normalize: L2-normalise query, key and negatives along D first (cosine similarity).
+        decoupled: the decoupled loss (DCL), see above.
 
     Returns:
         The loss: a scalar, or shape (N,) with ``reduction="none"``.
@@ -80,8 +90,9 @@ def info_nce(
     Raises:
         ValueError: inputs that are not floating-point tensors, wrongly shaped (named with
             their shapes) or on two devices, an empty batch or D = 0, a temperature that is not
-            a positive finite number normal in the compute dtype, an unknown reduction, or a
-            ``normalize`` that is not a bool. Nothing is broadcast.
+            a positive finite number normal in the compute dtype, an unknown reduction, a
+            ``normalize`` or ``decoupled`` that is not a bool, or ``decoupled`` with no
+            negative (K = 0, M = 0, or N = 1 in-batch). Nothing is broadcast.
 
     Examples:
         >>> q, k = torch.randn(8, 128), torch.randn(8, 128)
@@ -89,13 +100,17 @@ def info_nce(
         >>> loss = info_nce(q, k, queue, temperature=0.07)
     """
     if isinstance(negatives, Tensor) and negatives.dim() == 2 and len(negatives) >= CHUNKED_FROM:
-        return chunked_info_nce(query, key, negatives, temperature, reduction, normalize)
-    temperature = check_info_nce(query, key, negatives, temperature, normalize)
+        return chunked_info_nce(
+            query, key, negatives, temperature, reduction, normalize, decoupled=decoupled
+        )
+    temperature = check_info_nce(query, key, negatives, temperature, normalize, decoupled=decoupled)
     reduction = check_reduction(reduction)
     with torch.autocast(device_type=query.device.type, enabled=False):
         logits, labels = info_nce_similarities(query, key, negatives, normalize)  # (N, C) q.k
         temperature = temperature_like(temperature, logits)
         logits = over_temperature(logits, temperature, normalize, dim=1)  # (N, C) q.k / T
+        if decoupled:
+            return reduce_loss(decoupled_cross_entropy(logits, labels), reduction)  # (N,) DCL
         return F.cross_entropy(logits, labels, reduction=reduction)
 
 
@@ -109,10 +124,12 @@ def info_nce_logits(
     """The logits of :func:`info_nce` divided by the temperature, and the positive's column.
 
     ``info_nce == F.cross_entropy(*info_nce_logits(...))``; use it to log accuracy or the
-    mean positive and negative logits without computing them twice. With negatives, column 0
-    holds the positive: ``[q.k+, q.k_1, ..., q.k_K] / T``, shape (N, 1+K) or (N, 1+M), labels
-    all 0. Without, ``q @ k.T / T``, shape (N, N), labels ``arange(N)`` (the diagonal).
-    Logits are float32 (float64 for float64 inputs). Arguments and errors as :func:`info_nce`.
+    mean positive and negative logits without computing them twice (``decoupled=True``'s
+    loss is the log-sum-exp of a row without the positive's column, minus the positive's).
+    With negatives, column 0 holds the positive: ``[q.k+, q.k_1, ..., q.k_K] / T``, shape
+    (N, 1+K) or (N, 1+M), labels all 0. Without, ``q @ k.T / T``, shape (N, N), labels
+    ``arange(N)`` (the diagonal). Logits are float32 (float64 for float64 inputs). Arguments
+    and errors as :func:`info_nce`.
     With ``normalize`` every logit lies in ``[-1/T, 1/T]``, finite for any valid ``T``;
     without, a similarity so large that ``q.k / T`` exceeds the dtype's range is ``+-inf``
     here (:func:`info_nce` itself subtracts each row's maximum first and stays finite).
@@ -132,13 +149,15 @@ def info_nce_stats(
     negatives: Tensor | None = None,
     temperature: float | Tensor = 0.07,
     normalize: bool = True,
+    decoupled: bool = False,
 ) -> InfoNCEStats:
     """Per-query :func:`info_nce` and the logit statistics a trainer logs, in one pass.
 
     For shared negatives (K, D) this is :func:`infonce.chunked.chunked_info_nce_stats` (no
     (N, 1+K) logits); otherwise the logits of :func:`info_nce_logits` give the same fields.
     The positive is the top-1 of its row exactly when ``positive_logit >= max_negative_logit``.
-    Arguments and errors as :func:`info_nce`.
+    With ``decoupled`` the loss is the decoupled one; the statistics are the same. Arguments
+    and errors as :func:`info_nce`.
 
     Returns:
         :class:`infonce.chunked.InfoNCEStats`: ``loss`` (differentiable), ``positive_logit``,
@@ -148,17 +167,20 @@ def info_nce_stats(
         query (N, D), key (N, D), negatives (K, D) or (N, M, D) or None; every field (N,).
     """
     if isinstance(negatives, Tensor) and negatives.dim() == 2:  # checked there
-        return chunked_info_nce_stats(query, key, negatives, temperature, normalize)
-    temperature = check_info_nce(query, key, negatives, temperature, normalize)
+        return chunked_info_nce_stats(
+            query, key, negatives, temperature, normalize, decoupled=decoupled
+        )
+    temperature = check_info_nce(query, key, negatives, temperature, normalize, decoupled=decoupled)
+    loss_of = decoupled_cross_entropy if decoupled else _cross_entropy_per_row
     with torch.autocast(device_type=query.device.type, enabled=False):
         logits, labels = info_nce_similarities(query, key, negatives, normalize)  # (N, C) q.k
         temperature = temperature_like(temperature, logits)
         if normalize:
             logits = logits / temperature  # (N, C) q.k / T
-            loss = F.cross_entropy(logits, labels, reduction="none")  # (N,)
+            loss = loss_of(logits, labels)  # (N,)
         else:  # the loss from shifted logits, the statistics from q.k / T (+-inf on overflow)
             shifted = shift_and_divide(logits, temperature, dim=1)  # (N, C)
-            loss = F.cross_entropy(shifted, labels, reduction="none")  # (N,)
+            loss = loss_of(shifted, labels)  # (N,)
             with torch.no_grad():
                 logits = logits / temperature  # (N, C)
     logits = logits.detach()
@@ -173,6 +195,10 @@ def info_nce_stats(
     )
 
 
+def _cross_entropy_per_row(logits: Tensor, labels: Tensor) -> Tensor:
+    return F.cross_entropy(logits, labels, reduction="none")  # (N,)
+
+
 class InfoNCE(nn.Module):
     """Module form of :func:`info_nce`; validates its hyperparameters once, at construction.
 
@@ -183,14 +209,15 @@ class InfoNCE(nn.Module):
             tensor.
         reduction: ``"mean"`` | ``"sum"`` | ``"none"``.
         normalize: L2-normalise the inputs first.
+        decoupled: the decoupled loss (DCL), as :func:`info_nce`.
 
     Shape:
         query (N, D), key (N, D), negatives (K, D) or (N, M, D) or None; output () or (N,).
 
     Raises:
         ValueError: at construction, a temperature that is neither a module nor a positive
-            finite number (or 0-d tensor), an unknown reduction, a non-bool ``normalize``;
-            when called, as :func:`info_nce`.
+            finite number (or 0-d tensor), an unknown reduction, a non-bool ``normalize`` or
+            ``decoupled``; when called, as :func:`info_nce`.
 
     Examples:
         >>> criterion = InfoNCE(temperature=0.2)
@@ -203,6 +230,7 @@ class InfoNCE(nn.Module):
         temperature: float | Tensor | nn.Module = 0.07,
         reduction: str = "mean",
         normalize: bool = True,
+        decoupled: bool = False,
     ):
         super().__init__()
         if not isinstance(temperature, nn.Module):  # the widest dtype: forward checks again
@@ -210,14 +238,16 @@ class InfoNCE(nn.Module):
         self.temperature = temperature
         self.reduction = check_reduction(reduction)
         self.normalize = check_bool(normalize, "normalize")
+        self.decoupled = check_bool(decoupled, "decoupled")
 
     def forward(self, query: Tensor, key: Tensor, negatives: Tensor | None = None) -> Tensor:
         t = self.temperature() if isinstance(self.temperature, nn.Module) else self.temperature
-        return info_nce(query, key, negatives, t, self.reduction, self.normalize)
+        return info_nce(query, key, negatives, t, self.reduction, self.normalize, self.decoupled)
 
     def extra_repr(self) -> str:
         t = "module" if isinstance(self.temperature, nn.Module) else self.temperature
-        return f"temperature={t}, reduction={self.reduction!r}, normalize={self.normalize}"
+        text = f"temperature={t}, reduction={self.reduction!r}, normalize={self.normalize}"
+        return text + (", decoupled=True" if self.decoupled else "")
 
 
 def separated_loss(

@@ -1,4 +1,5 @@
-"""A callback that DDP tests add to ``train.py`` runs, to see what every rank holds.
+"""Callbacks that tests add to ``train.py`` runs: what every rank holds (DDP tests), and a
+stop signal sent at a given step.
 
     --trainer.callbacks+='{"class_path": "tests.ddp_helpers.DumpRankState",
                            "init_args": {"out": "DIR"}}'
@@ -7,6 +8,8 @@ Each rank writes ``DIR/rank{r}.pt`` when training ends: its module state, its ke
 of every step, and the names DDP left out of its buffer broadcast.
 """
 
+import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +23,9 @@ class DumpRankState(L.Callback):
         self.losses: list[float] = []
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self.keys.append(torch.cat(pl_module._pending_keys).detach().float().cpu())
+        pending = getattr(pl_module, "_pending_keys", None)  # MoCo's keys of this step
+        if pending:
+            self.keys.append(torch.cat(pending).detach().float().cpu())
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.losses.append(float(outputs["loss"]))
@@ -38,3 +43,14 @@ class DumpRankState(L.Callback):
             },
             self.out / f"rank{trainer.global_rank}.pt",
         )
+
+
+class SignalAtStep(L.Callback):
+    """Sends this process SIGTERM once optimizer step ``step`` has ended."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""Batched MoCo v2 views: torchvision's per-image transforms, for every image of a batch at once."""
+"""Batched views: torchvision's per-image transforms, for every image of a batch at once."""
 
 import math
 
@@ -8,8 +8,9 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 
 from infonce.trainer.augment import color
+from infonce.trainer.augment.recipes import RECIPES, ViewSpec
 from infonce.trainer.augment.views import (
-    MoCoV2Views,
+    BatchViews,
     Normalize,
     adjust_brightness,
     adjust_contrast,
@@ -28,6 +29,11 @@ TORCHVISION = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, T
 # Our HSV -> RGB is a closed form of torchvision's six-sector table; the two round differently
 # in float32 (each is ~1e-6 off the float64 answer), so hue agrees to ~2e-6, not bit for bit.
 ATOL = {"brightness": 1e-6, "contrast": 1e-6, "saturation": 1e-6, "hue": 1e-5}
+MOCO_V2 = RECIPES["moco_v2"][0]
+
+
+def moco_v2_views(size=32, **kwargs):
+    return BatchViews("moco_v2", size, **kwargs)
 
 
 def images(B=16, H=32, W=32, seed=0):
@@ -106,7 +112,7 @@ def test_jitter_ops_write_into_out_even_when_it_is_the_input():
 
 def test_color_jitter_applies_each_images_ops_in_its_own_order():
     B = 48
-    params = sample_view_params(B, 32, 32, generator=torch.Generator().manual_seed(3))
+    params = sample_view_params(B, 32, 32, MOCO_V2, torch.Generator().manual_seed(3))
     x = images(B)
     out = color_jitter(x, params.jitter, params.factors, params.order)
     assert 0 < params.jitter.sum() < B  # some images jittered, some left alone
@@ -134,7 +140,7 @@ def test_color_jitter_without_host_sync_gives_the_grouped_images(apply_rate):
     """Off the CPU every op runs on the whole batch, kept by torch.where (no group sizes read
     by the host): the same images as the grouped CPU path, also written into the input."""
     B = 40
-    params = sample_view_params(B, 32, 32, generator=torch.Generator().manual_seed(5))
+    params = sample_view_params(B, 32, 32, MOCO_V2, torch.Generator().manual_seed(5))
     apply = torch.rand(B, generator=torch.Generator().manual_seed(6)) < apply_rate
     x = images(B)
     key = torch.where(apply[:, None], params.order, 4)  # (B, 4), 4 = no op
@@ -159,8 +165,8 @@ def test_grayscale_equals_torchvision_where_applied():
 def test_a_whole_view_equals_torchvisions_compose_image_by_image():
     B = 32
     x = images(B, 40, 36)
-    params = sample_view_params(B, 40, 36, generator=torch.Generator().manual_seed(4))
-    out = augment_view(x, params, 32)
+    params = sample_view_params(B, 40, 36, MOCO_V2, torch.Generator().manual_seed(4))
+    out = augment_view(x, params, MOCO_V2, 32)
     for b in range(B):
         torch.testing.assert_close(out[b], torchvision_view(x[b], params, b, 32), rtol=0, atol=1e-5)
 
@@ -204,7 +210,7 @@ def test_impossible_crops_fall_back_to_torchvisions_central_crop():
 
 def test_coin_rates_factor_ranges_and_orders_match_the_recipe():
     n = 48_000
-    p = sample_view_params(n, 32, 32, generator=torch.Generator().manual_seed(6))
+    p = sample_view_params(n, 32, 32, MOCO_V2, torch.Generator().manual_seed(6))
     for name, coins, rate in (
         ("flip", p.flip, 0.5),
         ("jitter", p.jitter, 0.8),
@@ -227,14 +233,14 @@ def test_coin_rates_factor_ranges_and_orders_match_the_recipe():
 def test_every_image_gets_its_own_views():
     one = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
     copies = one.expand(64, 3, 32, 32)
-    x1, x2 = MoCoV2Views(32)(copies, torch.Generator().manual_seed(7))
+    x1, x2 = moco_v2_views()(copies, torch.Generator().manual_seed(7))
     assert len(torch.unique(x1.flatten(1), dim=0)) == 64  # no two views alike
     assert not any(torch.equal(a, b) for a, b in zip(x1, x2, strict=True))
 
 
 def test_seeded_generator_gives_identical_views_and_forward_is_two_views():
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
-    views = MoCoV2Views(32)
+    views = moco_v2_views()
     a = views(x, torch.Generator().manual_seed(8))
     b = views(x, torch.Generator().manual_seed(8))
     assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
@@ -249,7 +255,7 @@ def test_seeded_generator_gives_identical_views_and_forward_is_two_views():
 
 def test_uint8_input_equals_float_input_over_255_and_output_is_float32():
     x = torch.randint(0, 256, (8, 3, 40, 40), dtype=torch.uint8)
-    views = MoCoV2Views(24)
+    views = moco_v2_views(24)
     a = views(x, torch.Generator().manual_seed(10))
     c = views(x.double() / 255, torch.Generator().manual_seed(10))
     for u, v in zip(a, c, strict=True):
@@ -260,8 +266,8 @@ def test_uint8_input_equals_float_input_over_255_and_output_is_float32():
 def test_views_are_normalised_with_mean_and_std():
     x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
     mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
-    plain = MoCoV2Views(32).view(x, torch.Generator().manual_seed(11))
-    normed = MoCoV2Views(32, mean=mean, std=std).view(x, torch.Generator().manual_seed(11))
+    plain = moco_v2_views().view(x, torch.Generator().manual_seed(11))
+    normed = moco_v2_views(mean=mean, std=std).view(x, torch.Generator().manual_seed(11))
     torch.testing.assert_close(normed, TF.normalize(plain, mean, std), rtol=0, atol=1e-6)
     torch.testing.assert_close(
         Normalize(mean, std)(x), TF.normalize(x.float() / 255, mean, std), rtol=0, atol=1e-6
@@ -269,12 +275,12 @@ def test_views_are_normalised_with_mean_and_std():
 
 
 def test_mean_and_std_are_non_persistent_buffers_that_move_with_to():
-    views = MoCoV2Views(32, mean=(0.5,) * 3, std=(0.2,) * 3)
+    views = moco_v2_views(mean=(0.5,) * 3, std=(0.2,) * 3)
     assert views.mean.shape == views.std.shape == (1, 3, 1, 1)
     assert "mean" not in views.state_dict() and "std" not in views.state_dict()
     moved = views.to("meta")
     assert moved.mean.device.type == "meta" and moved.std.device.type == "meta"
-    assert MoCoV2Views(32).mean is None
+    assert moco_v2_views().mean is None
 
 
 @pytest.mark.parametrize(
@@ -282,6 +288,23 @@ def test_mean_and_std_are_non_persistent_buffers_that_move_with_to():
     [
         ({"size": 0}, "size must be an integer >= 1, got 0"),
         ({"size": 32.0}, "size must be an integer >= 1, got 32.0"),
+        ({"views": ()}, r"views must be a recipe name or ViewSpecs, got \(\)"),
+        ({"views": ({"scale": (0.2, 1.0)},)}, "views must be a recipe name or ViewSpecs"),
+        ({"views": "mocov2"}, r"augmentation must be one of \('moco_v2', .*got 'mocov2'"),
+        ({"mean": (0.5, 0.5, 0.5)}, "mean and std must both be given or both None"),
+        ({"mean": (0.5, 0.5), "std": (0.2, 0.2, 0.2)}, "mean must be 3 finite numbers"),
+        ({"mean": torch.tensor(0.5), "std": (0.2, 0.2, 0.2)}, "mean must be 3 finite numbers"),
+        ({"mean": (0.5,) * 3, "std": (0.2, 0.0, 0.2)}, "std must be 3 finite numbers > 0"),
+    ],
+)
+def test_bad_view_arguments_are_value_errors_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BatchViews(**({"views": "moco_v2"} | kwargs))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
         ({"scale": (0.5, 0.2)}, r"scale must be \(low, high\) with 0 < low <= high <= 1, got"),
         ({"scale": (0.0, 1.0)}, r"scale must be .* got \(0.0, 1.0\)"),
         ({"scale": (0.5, 1.5)}, r"scale must be .* got \(0.5, 1.5\)"),
@@ -291,15 +314,15 @@ def test_mean_and_std_are_non_persistent_buffers_that_move_with_to():
         ({"jitter_p": 1.5}, r"jitter_p must be a number in \[0, 1\], got 1.5"),
         ({"grayscale_p": -0.1}, "grayscale_p must be a number in"),
         ({"flip_p": 2}, "flip_p must be a number in"),
-        ({"mean": (0.5, 0.5, 0.5)}, "mean and std must both be given or both None"),
-        ({"mean": (0.5, 0.5), "std": (0.2, 0.2, 0.2)}, "mean must be 3 finite numbers"),
-        ({"mean": torch.tensor(0.5), "std": (0.2, 0.2, 0.2)}, "mean must be 3 finite numbers"),
-        ({"mean": (0.5,) * 3, "std": (0.2, 0.0, 0.2)}, "std must be 3 finite numbers > 0"),
+        ({"blur_p": True}, r"blur_p must be a number in \[0, 1\], got True"),
+        ({"solarize_p": -1}, "solarize_p must be a number in"),
+        ({"blur_sigma": (2.0, 0.1)}, r"blur_sigma must be \(low, high\) with 0 < low <= high"),
+        ({"interpolation": "nearest"}, r"interpolation must be one of .* got 'nearest'"),
     ],
 )
-def test_bad_hyperparameters_are_value_errors_naming_them(kwargs, match):
+def test_bad_view_specs_are_value_errors_naming_them(kwargs, match):
     with pytest.raises(ValueError, match=match):
-        MoCoV2Views(**kwargs)
+        ViewSpec(**kwargs)
 
 
 @pytest.mark.parametrize(
@@ -312,7 +335,7 @@ def test_bad_hyperparameters_are_value_errors_naming_them(kwargs, match):
 )
 def test_bad_images_are_value_errors(x, match):
     with pytest.raises(ValueError, match=match):
-        MoCoV2Views(32)(x)
+        moco_v2_views()(x)
 
 
 def test_bad_parameter_shapes_are_value_errors():
@@ -328,16 +351,21 @@ def test_bad_parameter_shapes_are_value_errors():
         color_jitter(x, apply[:2], factors, order)
     with pytest.raises(ValueError, match=r"scale must be .* got \(0.0, 1.0\)"):
         sample_crop_params(4, 32, 32, scale=(0.0, 1.0))
+    with pytest.raises(ValueError, match="interpolation must be 'bilinear' or 'bicubic'"):
+        resized_crop(x, torch.tensor([[0, 0, 32, 32]] * 4), 32, interpolation="area")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_views_on_cuda_equal_the_same_parameters_on_cpu_and_follow_a_cuda_generator():
+@pytest.mark.parametrize("name", ["moco_v2", "solo_symmetric", "solo_asymmetric"])
+def test_views_on_cuda_equal_the_same_parameters_on_cpu_and_follow_a_cuda_generator(name):
     x = images(B=32)
-    params = sample_view_params(32, 32, 32, generator=torch.Generator().manual_seed(12))
-    expected = augment_view(x, params, 32)
-    on_gpu = augment_view(x.cuda(), type(params)(*(t.cuda() for t in params)), 32)
-    torch.testing.assert_close(on_gpu.cpu(), expected, rtol=0, atol=1e-5)
-    views = MoCoV2Views(32, mean=(0.5,) * 3, std=(0.2,) * 3).cuda()
+    for spec in RECIPES[name]:
+        params = sample_view_params(32, 32, 32, spec, torch.Generator().manual_seed(12))
+        expected = augment_view(x, params, spec, 32)
+        on_gpu = type(params)(*(None if t is None else t.cuda() for t in params))
+        on_gpu = augment_view(x.cuda(), on_gpu, spec, 32)
+        torch.testing.assert_close(on_gpu.cpu(), expected, rtol=0, atol=1e-5)
+    views = BatchViews(name, 32, mean=(0.5,) * 3, std=(0.2,) * 3).cuda()
     a = views(x.cuda(), torch.Generator("cuda").manual_seed(13))
     b = views(x.cuda(), torch.Generator("cuda").manual_seed(13))
     assert a[0].is_cuda and all(torch.equal(u, v) for u, v in zip(a, b, strict=True))

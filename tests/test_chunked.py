@@ -5,7 +5,7 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
-from references import reference_info_nce
+from references import reference_decoupled_info_nce, reference_info_nce
 
 from infonce import info_nce, info_nce_logits
 from infonce.chunked import chunked_info_nce, chunked_info_nce_stats
@@ -125,9 +125,9 @@ def test_info_nce_takes_the_chunked_path_from_chunked_from_negatives(monkeypatch
     calls = []
     original = info_nce_module.chunked_info_nce
 
-    def spy(*args):
+    def spy(*args, **kwargs):
         calls.append(args)
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(info_nce_module, "chunked_info_nce", spy)
     K = info_nce_module.CHUNKED_FROM
@@ -225,3 +225,115 @@ def test_double_backward_refuses_negatives_overwritten_in_place_after_forward():
     n.mul_(-1.0)  # an in-place enqueue into the very tensor passed as negatives
     with pytest.raises(RuntimeError, match="modified in place .* double backward"):
         torch.autograd.grad(loss, q, create_graph=True)
+
+
+# Decoupled (DCL): the positive in neither the running log-sum-exp nor the weighted sum
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("chunk_size", [1, 4, 11, 64])
+def test_decoupled_chunked_equals_the_dcl_loop_in_float64_for_any_chunk_size(
+    temperature, normalize, chunk_size
+):
+    q, k, n = inputs(scale=1.0 if normalize else 0.3)
+    expected = reference_decoupled_info_nce(q, k, n, temperature, normalize)  # (N,)
+    for reduction, want in (("mean", expected.mean()), ("sum", expected.sum()), ("none", expected)):
+        loss = chunked_info_nce(
+            q, k, n, temperature, reduction, normalize, chunk_size, decoupled=True
+        )
+        torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("temperature", TEMPERATURES)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_decoupled_chunked_gradients_equal_the_dcl_loops(temperature, normalize):
+    """Query, key, negatives and a tensor temperature, against autograd through the loop."""
+    q, k, n = (t.requires_grad_() for t in inputs(N=4, K=9, scale=1.0 if normalize else 0.3))
+    T = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
+    weights = torch.linspace(0.5, 1.5, 4, dtype=torch.float64)
+    loss = chunked_info_nce(q, k, n, T, "none", normalize, chunk_size=4, decoupled=True)
+    got = torch.autograd.grad((loss * weights).sum(), (q, k, n, T))
+    reference = reference_decoupled_info_nce(q, k, n, T, normalize)
+    want = torch.autograd.grad((reference * weights).sum(), (q, k, n, T))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("tensor_t", [False, True])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_decoupled_chunked_passes_gradcheck_and_gradgradcheck(tensor_t, normalize):
+    q, k, n = (t.requires_grad_() for t in inputs(N=3, K=7, D=4, scale=1.0 if normalize else 0.3))
+    T = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    args = (q, k, n, T) if tensor_t else (q, k, n)
+
+    def loss(q, k, n, T=0.3):
+        return chunked_info_nce(q, k, n, T, "none", normalize, chunk_size=3, decoupled=True)
+
+    assert torch.autograd.gradcheck(loss, args)
+    assert torch.autograd.gradgradcheck(loss, args)
+
+
+def decoupled_logits_loss(q, k, n, temperature):
+    logits, _ = info_nce_logits(q, k, n, temperature)  # (N, 1+K), the positive in column 0
+    return (torch.logsumexp(logits[:, 1:], dim=1) - logits[:, 0]).mean()
+
+
+@pytest.mark.parametrize("wrt", ["query", "key", "negatives"])
+def test_decoupled_info_nce_hessian_vector_products_equal_the_logits_paths(wrt):
+    q, k, n = inputs(N=6, K=300, D=16, seed=3)  # K >= CHUNKED_FROM: the chunked path
+    index = ("query", "key", "negatives").index(wrt)
+    x = (q, k, n)[index].clone().requires_grad_()
+    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(4), dtype=x.dtype)
+
+    def with_x(fn, **kwargs):
+        return lambda x: fn(
+            *[x if i == index else t for i, t in enumerate((q, k, n))], 0.07, **kwargs
+        )
+
+    chunked = hessian_vector_product(with_x(info_nce, decoupled=True), x, v)
+    logits = hessian_vector_product(with_x(decoupled_logits_loss), x, v)
+    assert chunked.abs().max() > 1e-3
+    torch.testing.assert_close(chunked, logits, rtol=1e-10, atol=1e-12)
+
+
+def test_decoupled_chunked_matches_float64_in_float32_at_large_k():
+    q, k, n = inputs(N=64, K=10_000, D=128, dtype=torch.float32, seed=1)
+    q, k = q.requires_grad_(), k.requires_grad_()
+    loss = chunked_info_nce(q, k, n, 0.07, decoupled=True)
+    grads = torch.autograd.grad(loss, (q, k))
+    q64, k64 = q.detach().double().requires_grad_(), k.detach().double().requires_grad_()
+    expected = decoupled_logits_loss(q64, k64, n.double(), 0.07)
+    expected_grads = torch.autograd.grad(expected, (q64, k64))
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=0)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5 * want.abs().max())
+
+
+def test_decoupled_stats_and_the_default_path_through_info_nce(monkeypatch):
+    calls = []
+    original = info_nce_module.chunked_info_nce
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(info_nce_module, "chunked_info_nce", spy)
+    q, k, n = inputs(N=4, K=info_nce_module.CHUNKED_FROM, D=8)
+    loss = info_nce(q, k, n, 0.1, decoupled=True)
+    assert calls == [{"decoupled": True}]
+    reference = reference_decoupled_info_nce(q, k, n, 0.1, True)
+    torch.testing.assert_close(loss, reference.mean(), rtol=1e-12, atol=1e-12)
+    stats = chunked_info_nce_stats(q, k, n, 0.1, chunk_size=100, decoupled=True)
+    standard = chunked_info_nce_stats(q, k, n, 0.1, chunk_size=100)
+    torch.testing.assert_close(stats.loss, reference, rtol=1e-12, atol=1e-12)
+    for got, want in zip(stats[1:], standard[1:], strict=True):
+        assert torch.equal(got, want)
+
+
+def test_decoupled_with_an_empty_queue_is_a_value_error_naming_decoupled():
+    q, k, _ = inputs(N=3, K=0)
+    empty = torch.empty(0, 6, dtype=torch.float64)
+    for call in (chunked_info_nce, chunked_info_nce_stats):
+        with pytest.raises(ValueError, match="decoupled=True needs at least one negative.*K = 0"):
+            call(q, k, empty, 0.1, decoupled=True)

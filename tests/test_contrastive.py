@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from references import reference_decoupled_nt_xent
 
 from infonce import nt_xent, supcon
 
@@ -149,3 +150,85 @@ Z, Z5, F3 = torch.randn(4, 3), torch.randn(5, 3), torch.randn(4, 2, 3)
 def test_bad_inputs_are_value_errors_naming_them(fn, args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         fn(*args, **kwargs)
+
+
+# Decoupled NT-Xent (DCL, Yeh et al., 2022): the positive view out of the denominator
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("chunk_size", [None, 1, 5, 100])
+def test_decoupled_nt_xent_equals_the_dcl_loop_in_float64(normalize, chunk_size):
+    f = _views(N=6, D=5) * (1.0 if normalize else 0.4)
+    z1, z2 = f[:, 0], f[:, 1]
+    expected = reference_decoupled_nt_xent(z1, z2, 0.3, normalize)  # (2N,)
+    for reduction, want in (("mean", expected.mean()), ("sum", expected.sum()), ("none", expected)):
+        loss = nt_xent(z1, z2, 0.3, reduction, normalize, chunk_size, decoupled=True)
+        assert loss.dtype == torch.float64 and loss.shape == want.shape
+        torch.testing.assert_close(loss, want, rtol=1e-12, atol=1e-12)
+
+
+def test_decoupled_nt_xent_is_nt_xent_plus_log_of_one_minus_the_positives_probability():
+    """Leaving the positive out of the log-sum-exp adds log(1 - p+) = log(1 - exp(-L)): a
+    closed form over the standard loss, and always smaller."""
+    f = _views(N=5)
+    standard = nt_xent(f[:, 0], f[:, 1], 0.2, reduction="none")
+    decoupled = nt_xent(f[:, 0], f[:, 1], 0.2, reduction="none", decoupled=True)
+    expected = standard + torch.log(-torch.expm1(-standard))
+    torch.testing.assert_close(decoupled, expected, rtol=1e-12, atol=1e-12)
+    assert (decoupled < standard).all()
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_decoupled_nt_xent_gradients_equal_the_dcl_loops(normalize, chunk_size):
+    """Both views and a tensor temperature, per-view weights (not just the mean)."""
+    f = _views(N=4, D=3) * (1.0 if normalize else 0.4)
+    z1, z2 = f[:, 0].clone().requires_grad_(), f[:, 1].clone().requires_grad_()
+    T = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+    weights = torch.linspace(0.5, 1.5, 8, dtype=torch.float64)
+    loss = nt_xent(z1, z2, T, "none", normalize, chunk_size, decoupled=True)
+    got = torch.autograd.grad((loss * weights).sum(), (z1, z2, T))
+    reference = reference_decoupled_nt_xent(z1, z2, T, normalize)
+    want = torch.autograd.grad((reference * weights).sum(), (z1, z2, T))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("normalize", [True, False])
+def test_decoupled_nt_xent_passes_gradcheck_with_a_tensor_temperature(normalize):
+    f = _views(N=3, V=2, D=3).requires_grad_()
+    T = torch.tensor(0.4, dtype=torch.float64, requires_grad=True)
+
+    def loss(f, T):
+        return nt_xent(f[:, 0], f[:, 1], T, "none", normalize, chunk_size=4, decoupled=True)
+
+    assert torch.autograd.gradcheck(loss, (f, T))
+
+
+def test_decoupled_nt_xent_chunked_gradients_equal_the_unchunked_ones():
+    f = _views(N=16, V=2, D=8).float().requires_grad_()
+    (full,) = torch.autograd.grad(nt_xent(f[:, 0], f[:, 1], 0.1, decoupled=True), f)
+    chunked = nt_xent(f[:, 0], f[:, 1], 0.1, chunk_size=7, decoupled=True)
+    (grad,) = torch.autograd.grad(chunked, f)
+    torch.testing.assert_close(grad, full, rtol=1e-5, atol=1e-7)
+
+
+def test_decoupled_nt_xent_without_normalize_does_not_overflow_at_a_tiny_temperature():
+    """Raw similarities near 2^32 at T = 2^-1000: the logits (2^1032) overflow float64, the
+    loss does not. Sample 0's views are both a = (2^16, 0), sample 1's both b = (2^16 + 1, 0):
+    a's loss is (a.b - a.a) / T + log 2 = 2^16 / T, b's is (a.b - b.b) / T + log 2
+    = -(2^16 + 1) / T (log 2 is below their rounding), exact in float64."""
+    z = torch.tensor([[2.0**16, 0.0], [2.0**16 + 1, 0.0]], dtype=torch.float64)
+    loss = nt_xent(z, z.clone(), 2.0**-1000, "none", normalize=False, decoupled=True)
+    a, b = 2.0**1016, -(2.0**1016 + 2.0**1000)
+    assert loss.tolist() == [a, b, a, b]
+
+
+def test_decoupled_nt_xent_with_one_sample_is_a_value_error_naming_decoupled():
+    """One sample: its two views have no negative left (the log-sum-exp would be empty)."""
+    z = torch.randn(1, 4)
+    with pytest.raises(ValueError, match=r"decoupled=True needs at least one negative .*N = 1"):
+        nt_xent(z, z.flip(1), decoupled=True)
+    assert torch.isfinite(nt_xent(z, z.flip(1)))  # NT-Xent itself is defined (the loss is 0)
+    with pytest.raises(ValueError, match="decoupled must be True or False, got 1"):
+        nt_xent(Z, Z, decoupled=1)

@@ -126,4 +126,4 @@ def test_a_training_step_syncs_the_host_only_to_check_the_loss_is_finite(tiny_fo
             trainer.fit(model, data)
     finally:
         torch.cuda.set_sync_debug_mode("default")
-    assert recorder.sites == [("trainer/moco.py", "_loss_is_finite")] * 4, recorder.sites
+    assert recorder.sites == [("trainer/base.py", "checked")] * 4, recorder.sites

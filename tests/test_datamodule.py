@@ -9,8 +9,10 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 import infonce.trainer.data.datamodule
-from infonce.trainer.augment.transforms import TwoViews, moco_v2_transform
-from infonce.trainer.augment.views import augment_view, sample_view_params
+from infonce.trainer.augment.normalization import DATASET_STATS
+from infonce.trainer.augment.recipes import RECIPES
+from infonce.trainer.augment.transforms import views_transform
+from infonce.trainer.augment.views import BatchViews, augment_view, sample_view_params
 from infonce.trainer.data.datamodule import ImageDataModule
 from infonce.trainer.data.samplers import (
     ResumableSampler,
@@ -19,8 +21,6 @@ from infonce.trainer.data.samplers import (
     sample_seed,
 )
 from infonce.trainer.data.sources import (
-    CIFAR10_MEAN,
-    CIFAR10_STD,
     build_dataset,
     channel_mean_std,
     subset_indices,
@@ -28,6 +28,8 @@ from infonce.trainer.data.sources import (
 from infonce.trainer.rng import splitmix64
 
 FOLDER_STATS = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+CIFAR10_MEAN, CIFAR10_STD = DATASET_STATS["cifar10"]
+TWO_VIEW_RECIPES = [name for name, views in RECIPES.items() if len(views) == 2]
 
 
 def _folder_module(root, **kwargs) -> ImageDataModule:
@@ -192,7 +194,7 @@ def test_sampler_rejects_bad_arguments_naming_them(kwargs, match):
 
 def test_seeded_item_is_a_pure_function_of_its_key_and_leaves_the_global_rng(tiny_folder):
     base = build_dataset("folder", str(tiny_folder), train=True, download=False)
-    data = SeededTransformDataset(base, TwoViews(moco_v2_transform(32, **FOLDER_STATS)))
+    data = SeededTransformDataset(base, views_transform(RECIPES["moco_v2"], 32, **FOLDER_STATS))
     torch.manual_seed(123)
     state = torch.get_rng_state()
     (a1, a2), label = data[(5, 99)]
@@ -232,8 +234,39 @@ def test_moco_v2_train_batches_are_two_float_views_and_int_labels(tiny_folder, r
 @BOTH_PATHS
 def test_crop_flip_train_batches_are_one_view(tiny_folder, resident):
     module = _folder_module(tiny_folder, resident=resident, augmentation="crop_flip")
+    assert module.views_per_image == 1
     x, y = next(iter(module.train_dataloader()))
     assert x.shape == (4, 3, 32, 32) and y.shape == (4,)
+    with pytest.raises(ValueError, match="fixed_views needs a recipe of two or more views"):
+        module.fixed_views(4)
+
+
+@BOTH_PATHS
+@pytest.mark.parametrize("augmentation", TWO_VIEW_RECIPES)
+def test_every_two_view_recipe_gives_two_view_batches_and_fixed_views(
+    tiny_folder, resident, augmentation
+):
+    module = _folder_module(tiny_folder, resident=resident, augmentation=augmentation)
+    assert module.views_per_image == 2 and module.views == RECIPES[augmentation]
+    (x1, x2), y = next(iter(module.train_dataloader()))
+    assert x1.shape == x2.shape == (4, 3, 32, 32) and y.shape == (4,)
+    assert not torch.equal(x1, x2)
+    fixed = module.fixed_views(5)
+    assert len(fixed) == 2 and fixed[0].shape == fixed[1].shape == (5, 3, 32, 32)
+    assert all(torch.equal(a, b) for a, b in zip(fixed, module.fixed_views(5), strict=True))
+
+
+def test_crop_scale_is_the_recipes_unless_given_for_every_view(tiny_folder):
+    assert _folder_module(tiny_folder).views[0].scale == (0.2, 1.0)  # moco_v2's
+    assert _folder_module(tiny_folder, augmentation="simclr").views[1].scale == (0.08, 1.0)
+    module = _folder_module(tiny_folder, augmentation="solo_asymmetric", crop_scale=(0.3, 0.9))
+    assert [view.scale for view in module.views] == [(0.3, 0.9)] * 2
+    assert [view.solarize_p for view in module.views] == [0.0, 0.2]  # the rest is the recipe's
+    loader = module._train_transform()  # the PIL path: one Compose per view
+    assert [view.transforms[0].scale for view in loader.transforms] == [(0.3, 0.9)] * 2
+    args = {"augmentation": "solo_asymmetric", "crop_scale": (0.3, 0.9), "resident": True}
+    views = _folder_module(tiny_folder, **args)._train_transform()
+    assert isinstance(views, BatchViews) and views.views == module.views
 
 
 def test_the_loader_and_resident_crop_flip_are_one_transform(tiny_folder):
@@ -242,27 +275,25 @@ def test_the_loader_and_resident_crop_flip_are_one_transform(tiny_folder):
     flip the same pixels to within one uint8 level (PIL resizes in fixed point, in uint8)."""
     loader = _folder_module(tiny_folder, augmentation="crop_flip")._train_transform()
     views = _folder_module(tiny_folder, augmentation="crop_flip", resident=True)._train_transform()
-    views = views.__self__  # the MoCoV2Views whose .view the resident path calls
+    views = views.__self__  # the BatchViews whose .view the resident path calls
+    (spec,) = views.views
     crop, flip, to_tensor, normalize = loader.transforms
     assert (type(crop), type(flip), type(to_tensor)) == (
         T.RandomResizedCrop,
         T.RandomHorizontalFlip,
         T.ToTensor,
     )
-    assert tuple(crop.scale) == views.scale and tuple(crop.ratio) == pytest.approx(views.ratio)
+    assert tuple(crop.scale) == spec.scale and tuple(crop.ratio) == pytest.approx(spec.ratio)
     assert tuple(crop.size) == (views.size, views.size)
-    assert flip.p == views.flip_p and views.jitter_p == 0 and views.grayscale_p == 0
+    assert flip.p == spec.flip_p and spec.jitter_p == 0 and spec.grayscale_p == 0
     assert tuple(normalize.mean) == tuple(views.mean.flatten().tolist())
     assert tuple(normalize.std) == tuple(views.std.flatten().tolist())
 
     base = build_dataset("folder", str(tiny_folder), train=True, download=False)
     images = torch.stack([TF.pil_to_tensor(base[i][0]) for i in range(len(base))])  # uint8
     B, _, H, W = images.shape
-    params = sample_view_params(
-        B, H, W, views.scale, views.ratio, jitter_p=0.0, grayscale_p=0.0,
-        generator=torch.Generator().manual_seed(3),
-    )  # fmt: skip
-    ours = augment_view(images, params, views.size).sub_(views.mean).div_(views.std)
+    params = sample_view_params(B, H, W, spec, torch.Generator().manual_seed(3))
+    ours = augment_view(images, params, spec, views.size).sub_(views.mean).div_(views.std)
     assert params.flip.any() and not params.flip.all()
     for b in range(B):
         top, left, height, width = params.boxes[b].tolist()
@@ -469,7 +500,11 @@ def test_folder_mean_and_std_are_estimated_at_setup(tiny_folder):
     ("kwargs", "match"),
     [
         ({"dataset": "imagenet"}, "dataset must be one of .* got 'imagenet'"),
-        ({"augmentation": "simclr"}, "augmentation must be .* got 'simclr'"),
+        (
+            {"augmentation": "simclr_v2"},
+            r"augmentation must be one of \('moco_v2', .*'crop_flip'\), got 'simclr_v2'",
+        ),
+        ({"crop_scale": (0.9, 0.2)}, r"crop_scale must be \(low, high\) with 0 < low <= high <= 1"),
         ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
         ({"eval_batch_size": 0}, "eval_batch_size must be an integer >= 1, got 0"),
         ({"num_workers": -1}, "num_workers must be an integer >= 0, got -1"),

@@ -179,3 +179,31 @@ def test_linear_probe_top1_under_ddp_equals_one_process(tiny_folder, tmp_path):
         return line.split()[-1]
 
     assert top1(one) == top1(two)
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco_v3", "supcon"])
+def test_every_method_on_two_processes_trains_as_one_process_of_twice_the_batch(
+    method, tiny_folder, tmp_path
+):
+    """2 x 8 images == 16 in one process, in float64: SimCLR's and SupCon's embeddings (and
+    labels) gathered with their gradient, MoCo v3's keys gathered; each rank's BatchNorm
+    groups (backbone and heads) are the one process's split groups."""
+    common = [
+        *tiny_args(tiny_folder, "--trainer.max_steps", "3", "--trainer.precision", "64-true",
+                   method=method),
+        "--data.resident", "false", "--data.num_workers", "0",
+    ]  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    one_args = ["--data.batch_size", "16", "--model.bn_splits", "4"]
+    run_train(["fit", *common, *one_args, *dump_to(one / "dump")], cwd=one)
+    two_args = ["--data.batch_size", "8", "--model.bn_splits", "2", *DDP, "--trainer.devices", "2"]
+    run_train(["fit", *common, *two_args, *dump_to(two / "dump")], cwd=two)
+    single = torch.load(one / "dump" / "rank0.pt", weights_only=True)
+    rank0, rank1 = ranks(two / "dump")
+    mean_loss = [(x + y) / 2 for x, y in zip(rank0["losses"], rank1["losses"], strict=True)]
+    assert mean_loss == pytest.approx(single["losses"], rel=1e-9)
+    for name, tensor in single["state_dict"].items():
+        if "running_" not in name and "num_batches" not in name:
+            torch.testing.assert_close(rank0["state_dict"][name], tensor, rtol=1e-9, atol=1e-10)
+            assert torch.equal(rank0["state_dict"][name], rank1["state_dict"][name]), name

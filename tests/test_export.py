@@ -103,3 +103,27 @@ def test_a_probe_checkpoint_loads_after_its_moco_checkpoint_was_moved(tmp_path):
     restored = LinearProbe.load_from_checkpoint(tmp_path / "probe.ckpt", weights_only=True)
     for key, tensor in probe.state_dict().items():
         assert torch.equal(restored.state_dict()[key], tensor), key
+
+
+@pytest.mark.parametrize(
+    "backbone_args",
+    [
+        {"backbone": "mobilenet_v3_small"},
+        {"backbone": {"class_path": "torchvision.models.VisionTransformer",
+                      "init_args": {"image_size": 32, "patch_size": 8, "num_layers": 1,
+                                    "num_heads": 2, "mlp_dim": 16}},
+         "backbone_kwargs": {"hidden_dim": 8}, "bn_splits": 1},
+    ],
+    ids=["torchvision", "class_path"],
+)  # fmt: skip
+def test_a_moco_of_any_backbone_exports_its_architecture_and_loads_back(tmp_path, backbone_args):
+    model = moco_checkpoint(tmp_path / "moco.ckpt", **backbone_args)
+    data = export_backbone(tmp_path / "moco.ckpt", tmp_path / "backbone.pt")
+    kwargs = backbone_args.get("backbone_kwargs")
+    assert data["architecture"] == {"backbone": backbone_args["backbone"], "cifar_stem": True,
+                                    **({"backbone_kwargs": kwargs} if kwargs else {})}  # fmt: skip
+    x = torch.randn(3, 3, 32, 32)
+    model.eval()
+    with torch.no_grad():  # close, not equal: MoCo's networks run channels_last
+        want = model.encoder[0](x)
+        torch.testing.assert_close(load_backbone(tmp_path / "backbone.pt")(x), want)

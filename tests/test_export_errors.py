@@ -194,11 +194,22 @@ def test_hparams_that_disagree_with_the_tensors_are_refused_before_writing(
     assert "\n" not in str(info.value)
 
 
-def test_an_architecture_this_infonce_does_not_build_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    "recorded, message",
+    [
+        ({"backbone": "resnet_18"}, "records backbone 'resnet_18'.*did you mean 'resnet18'"),
+        ({"backbone": 7}, "records backbone 7, which this infonce does not build"),
+        ({"backbone": {"init_args": {}}}, "neither a name nor a class_path"),
+        ({"backbone": {"class_path": "os.system"}}, "'os.system' is not an nn.Module subclass"),
+        ({"backbone_kwargs": [1, 2]}, r"records backbone_kwargs=\[1, 2\], not a dict"),
+    ],
+)
+def test_an_architecture_this_infonce_does_not_build_is_refused(tmp_path, recorded, message):
     moco_checkpoint(tmp_path / "moco.ckpt", backbone="convnet")
-    _rewrite_hparams(tmp_path / "moco.ckpt", backbone="vit_b_16")
-    with pytest.raises(NotABackboneError, match="records backbone 'vit_b_16'.*resnet18"):
+    _rewrite_hparams(tmp_path / "moco.ckpt", **recorded)
+    with pytest.raises(NotABackboneError, match=message) as info:
         export_backbone(tmp_path / "moco.ckpt", tmp_path / "b.pt")
+    assert str(tmp_path / "moco.ckpt") in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "b.pt").exists()
 
 

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from references import reference_info_nce
+from references import reference_decoupled_info_nce, reference_info_nce
 
 from infonce import (
     InfoNCE,
@@ -286,3 +286,116 @@ def test_separated_loss_refuses_similarities_that_are_not_finite_numbers():
         separated_loss(3, 0.1, positive_similarity=math.nan)
     with pytest.raises(ValueError, match="negative_similarity must be a finite number, got '1'"):
         separated_loss(3, 0.1, negative_similarity="1")
+
+
+# Decoupled contrastive loss (DCL, Yeh et al., 2022): the positive out of the denominator
+
+
+def _decoupled_inputs(form, normalize, requires_grad=False):
+    q, k, n = make_inputs(form, scale=1.0 if normalize else 0.3)
+    if requires_grad:
+        q, k = q.requires_grad_(), k.requires_grad_()
+        n = None if n is None else n.requires_grad_()
+    return q, k, n
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_decoupled_info_nce_equals_the_dcl_loop_in_float64(form, reduction, normalize):
+    q, k, n = _decoupled_inputs(form, normalize)
+    expected = reference_decoupled_info_nce(q, k, n, 0.2, normalize)  # (N,)
+    expected = {"mean": expected.mean(), "sum": expected.sum(), "none": expected}[reduction]
+    loss = info_nce(q, k, n, 0.2, reduction, normalize, decoupled=True)
+    assert loss.dtype == torch.float64 and loss.shape == expected.shape
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_decoupled_gradients_equal_the_dcl_loops_including_the_temperatures(form, normalize):
+    q, k, n = _decoupled_inputs(form, normalize, requires_grad=True)
+    T = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    inputs = [t for t in (q, k, n, T) if t is not None]
+    weights = torch.linspace(0.5, 1.5, q.shape[0], dtype=torch.float64)  # not just the mean
+    got = torch.autograd.grad(
+        (info_nce(q, k, n, T, "none", normalize, decoupled=True) * weights).sum(), inputs
+    )
+    want = torch.autograd.grad(
+        (reference_decoupled_info_nce(q, k, n, T, normalize) * weights).sum(), inputs
+    )
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_decoupled_is_info_nce_plus_log_of_one_minus_the_positives_probability(form):
+    """lse over the negatives = lse over all + log(1 - p+), so DCL = L + log(1 - exp(-L)),
+    with L = -log p+ the InfoNCE loss: the decoupled loss is the smaller of the two."""
+    q, k, n = make_inputs(form)
+    standard = info_nce(q, k, n, 0.2, "none")
+    decoupled = info_nce(q, k, n, 0.2, "none", decoupled=True)
+    torch.testing.assert_close(
+        decoupled, standard + torch.log(-torch.expm1(-standard)), rtol=1e-12, atol=1e-12
+    )
+    assert (decoupled < standard).all()
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("normalize", [True, False])
+def test_decoupled_info_nce_passes_gradcheck_with_a_tensor_temperature(form, normalize):
+    q, k, n = make_inputs(form, N=3, M=2, K=4, D=5, scale=0.5)
+    T = torch.tensor(0.5, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (q, k, n, T) if t is not None]
+
+    def fn(*args):
+        negatives = args[2] if len(args) == 4 else None
+        return info_nce(args[0], args[1], negatives, args[-1], "none", normalize, decoupled=True)
+
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+@pytest.mark.parametrize(
+    ("negatives", "query", "match"),
+    [
+        (torch.zeros(0, 6), torch.randn(4, 6), "got K = 0 negatives"),
+        (torch.zeros(4, 0, 6), torch.randn(4, 6), "got M = 0 per query"),
+        (None, torch.randn(1, 6), r"got N = 1 \(in-batch negatives"),
+    ],
+)
+def test_decoupled_without_any_negative_is_a_value_error_naming_decoupled(negatives, query, match):
+    """An empty log-sum-exp (-inf): the decoupled loss is undefined, not 0 or -inf."""
+    key = torch.randn_like(query)
+    message = rf"decoupled=True needs at least one negative .*{match}"
+    for call in (info_nce, info_nce_stats):
+        with pytest.raises(ValueError, match=message):
+            call(query, key, negatives, 0.1, decoupled=True)
+    with pytest.raises(ValueError, match=message):
+        InfoNCE(0.1, decoupled=True)(query, key, negatives)
+    assert torch.isfinite(info_nce(query, key, negatives, 0.1))  # InfoNCE itself is defined
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_decoupled_stats_give_the_decoupled_loss_and_the_same_logit_statistics(form):
+    q, k, n = make_inputs(form, N=6, M=5, K=9)
+    stats = info_nce_stats(q, k, n, 0.2, decoupled=True)
+    standard = info_nce_stats(q, k, n, 0.2)
+    torch.testing.assert_close(stats.loss, reference_decoupled_info_nce(q, k, n, 0.2, True))
+    for got, want in zip(stats[1:], standard[1:], strict=True):
+        assert torch.equal(got, want)
+
+
+def test_module_with_decoupled_matches_the_function():
+    q, k, n = make_inputs("per_query", dtype=torch.float32)
+    criterion = InfoNCE(temperature=0.2, decoupled=True)
+    assert torch.equal(criterion(q, k, n), info_nce(q, k, n, 0.2, decoupled=True))
+    assert "decoupled=True" in repr(criterion) and "decoupled" not in repr(InfoNCE())
+
+
+def test_decoupled_without_normalize_does_not_overflow_at_a_tiny_temperature():
+    """DCL = (s_neg - s_pos) / T + log(1) = 2^16 / 2^-100 = 2^116: finite though the logits
+    2^130 are not (each row's maximum is subtracted first)."""
+    q, k, n, T = _overflowing()
+    assert info_nce(q, k, n, T, normalize=False, decoupled=True).item() == 2.0**116
+    stats = info_nce_stats(q, k, n[None], T, normalize=False, decoupled=True)
+    assert stats.loss.item() == 2.0**116

@@ -189,4 +189,25 @@ def test_a_learned_temperature_resumes_exactly_with_its_optimizer_state(tiny_fol
     a, b = (load(d / "runs/cpu_quick/checkpoints/last.ckpt") for d in (straight, resumed))
     assert_same_training_state(a, b)
     assert a["state_dict"]["temperature.log_scale"] != torch.log(torch.tensor(1 / 0.1))  # moved
-    assert len(a["optimizer_states"][0]["param_groups"]) == 2  # encoder, temperature (no decay)
+    groups = [g["name"] for g in a["optimizer_states"][0]["param_groups"]]
+    assert groups == ["encoder", "temperature", "probe"]  # T and the probe: no weight decay
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco_v3", "supcon"])
+def test_every_method_stopped_mid_epoch_then_resumed_equals_its_straight_run(
+    method, tiny_folder, tmp_path
+):
+    """Each method's CPU config through train.py: 4 steps (mid-epoch, ended by max_steps),
+    then the same command with a larger max_steps and --ckpt_path last == 8 straight steps."""
+    args = tiny_args(tiny_folder, "--trainer.deterministic", "true",
+                     "--trainer.max_epochs", "4", method=method)  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    straight.mkdir(), resumed.mkdir()
+    run_train(["fit", *args, "--trainer.max_steps", "8"], cwd=straight)
+    run_train(["fit", *args, "--trainer.max_steps", "4"], cwd=resumed)
+    run_train(["fit", *args, "--trainer.max_steps", "8", "--ckpt_path", "last"], cwd=resumed)
+    folder = f"runs/{method}_cpu_quick"
+    a, b = (load(d / folder / "checkpoints/last.ckpt") for d in (straight, resumed))
+    assert a["global_step"] == 8
+    assert_same_training_state(a, b)
+    assert losses_by_step(resumed / folder) == losses_by_step(straight / folder)

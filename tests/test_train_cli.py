@@ -2,6 +2,7 @@
 resuming with other arguments, a diverging run, the linear probe. (Exact resume: test_resume.py.)"""
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -197,7 +198,8 @@ def test_resume_uses_an_explicit_learning_rate_and_weight_decay(tiny_folder, tmp
     assert "lr=0.01 (checkpoint: 0.06)" in resumed.stderr + resumed.stdout
     ckpt = load(tmp_path / "runs/cpu_quick/checkpoints/last.ckpt")
     assert ckpt["hyper_parameters"]["lr"] == 0.01
-    (group,) = ckpt["optimizer_states"][0]["param_groups"]
+    group, probe = ckpt["optimizer_states"][0]["param_groups"]  # the method's, the probe's
+    assert probe["name"] == "probe" and probe["weight_decay"] == 0.0
     assert group["weight_decay"] == 0.0  # not the checkpoint's 5e-4
     assert group["lr"] < 0.01  # this run's lr on its cosine schedule, not 0.06's
 
@@ -242,3 +244,52 @@ def test_a_learned_temperature_and_the_diagnostics_reach_the_metrics_file(tiny_f
     assert len(validations) == 2  # after each of the 2 epochs
     for name in ("val/alignment", "val/uniformity", "val/entropy", "val/hardest_negative"):
         assert all(r.get(name) for r in validations), name
+
+
+FIVE_LINES = """\
+seed_everything: 0
+model:
+  class_path: infonce.trainer.simclr.SimCLR
+  init_args: {backbone: convnet, hidden_dim: 32, feature_dim: 16, bn_splits: 4}
+trainer: {max_epochs: 4, default_root_dir: mine}
+"""
+
+
+def test_a_five_line_config_keeps_every_run_guarantee(tiny_folder, tmp_path):
+    """No callbacks or plugins in the config: train.py adds the RunCheckpoint (run folder,
+    final save, stop signals) and the atomic checkpoint writer."""
+    (tmp_path / "mine.yaml").write_text(FIVE_LINES)
+    assert len(FIVE_LINES.splitlines()) == 5
+    data = ["--data.dataset", "folder", "--data.root", str(tiny_folder),
+            "--data.batch_size", "8", "--data.num_workers", "0"]  # fmt: skip
+    stop = {"class_path": "tests.ddp_helpers.SignalAtStep", "init_args": {"step": 2}}
+    args = ["fit", "--config", "mine.yaml", *data]
+    stopped = run_train([*args, f"--trainer.callbacks+={json.dumps(stop)}"], tmp_path, False)
+    assert stopped.returncode == 143, stopped.stderr[-2000:]  # the signal ends it, saved
+    last = tmp_path / "mine/checkpoints/last.ckpt"
+    assert load(last)["global_step"] == 2
+    again = run_train(args, tmp_path, check=False)  # the run folder is guarded
+    assert again.returncode == 1 and "already holds the checkpoints" in again.stderr
+    run_train([*args, "--ckpt_path", "last"], tmp_path)
+    assert load(last)["global_step"] == 12  # the final state, at max_epochs
+    assert not list((tmp_path / "mine/checkpoints").glob(".tmp-*"))
+
+
+def test_run_guarantees_are_added_only_where_a_config_lacks_them():
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    from infonce.trainer.checkpoint import RunCheckpoint
+    from infonce.trainer.checkpoint_io import AtomicCheckpointIO
+    from infonce.trainer.cli import with_run_guarantees
+
+    added = with_run_guarantees({})
+    (callback,) = added["callbacks"]
+    assert isinstance(callback, RunCheckpoint) and callback.save_last
+    assert [type(p) for p in added["plugins"]] == [AtomicCheckpointIO]
+    best = RunCheckpoint(monitor="val/knn_top1", mode="max")  # no save_last: last one added
+    assert len(with_run_guarantees({"callbacks": [best]})["callbacks"]) == 2
+    mine = RunCheckpoint(save_last=True, every_n_train_steps=7)
+    assert with_run_guarantees({"callbacks": [mine]})["callbacks"] == [mine]
+    assert with_run_guarantees({"enable_checkpointing": False})["callbacks"] == []
+    io = TorchCheckpointIO()
+    assert with_run_guarantees({"plugins": io})["plugins"] == [io]

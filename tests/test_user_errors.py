@@ -46,7 +46,7 @@ def assert_one_clear_line(code: int, err: str, *expected: str, exit_code: int | 
         ("--model.momentum", "1.5", "--model.momentum: momentum must be a number in [0, 1]"),
         ("--model.lr", "-0.1", "--model.lr: lr must be > 0"),
         ("--model.knn_k", "0", "--model.knn_k: knn_k must be an integer >= 1"),
-        ("--model.backbone", "resnet1", "backbone must be one of"),
+        ("--model.backbone", "resnet1", "unknown backbone 'resnet1': did you mean 'resnet18'"),
         ("--model.head", "deep", "--model.head: expected one of 'linear', 'mlp', got deep"),
         ("--model.bn_guard", "sync", "--model.bn_guard: bn_guard: sync"),
         ("--model.temprature", "0.1", "--model.temprature is not an option"),

@@ -10,8 +10,12 @@ import lightning as L
 import torch
 import yaml
 
+from infonce.trainer.base import ContrastiveMethod
 from infonce.trainer.data.datamodule import ImageDataModule
 from infonce.trainer.moco import MoCo
+from infonce.trainer.moco_v3 import MoCoV3
+from infonce.trainer.simclr import SimCLR
+from infonce.trainer.supcon import SupCon
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = str(REPO / "train.py")
@@ -19,9 +23,33 @@ CPU_QUICK = str(REPO / "configs" / "cpu_quick.yaml")
 
 
 def tiny_moco(**overrides) -> MoCo:
-    """A MoCo small enough for the tiny folder: convnet, 4 BN splits, K = 64."""
-    args = dict(backbone="convnet", bn_splits=4, queue_size=64, temperature=0.1, momentum=0.9)
+    """A MoCo small enough for the tiny folder: convnet, 4 BN splits, K = 64; the MLP head, an
+    empty queue, a per-step cosine and kNN on backbone features, as cpu_quick.yaml."""
+    args = dict(
+        backbone="convnet",
+        bn_splits=4,
+        queue_size=64,
+        temperature=0.1,
+        momentum=0.9,
+        head="mlp",
+        queue_init="empty",
+        lr_schedule="cosine",
+        knn_feature="backbone",
+    )
     return MoCo(**(args | overrides))
+
+
+METHODS = ("moco", "simclr", "moco_v3", "supcon")
+_TINY_HEADS = dict(backbone="convnet", bn_splits=4, hidden_dim=32, feature_dim=16)
+
+
+def tiny_method(name: str, **overrides) -> ContrastiveMethod:
+    """Every method of :data:`METHODS` sized for the tiny folder: the convnet, 4 BN splits,
+    heads of width 32 to 16 (MoCo: :func:`tiny_moco`); otherwise each method's defaults."""
+    if name == "moco":
+        return tiny_moco(**overrides)
+    cls = {"simclr": SimCLR, "moco_v3": MoCoV3, "supcon": SupCon}[name]
+    return cls(**(_TINY_HEADS | overrides))
 
 
 def tiny_data(root, **overrides) -> ImageDataModule:
@@ -53,8 +81,19 @@ def run_train(args: list[str], cwd: Path, check: bool = True) -> subprocess.Comp
     return result
 
 
-def tiny_args(root: Path, *extra: str, config: str = CPU_QUICK) -> list[str]:
-    """cpu_quick.yaml sized down to the 24-image tiny folder (3 batches of 8 an epoch)."""
+def tiny_args(
+    root: Path, *extra: str, config: str | None = None, method: str = "moco"
+) -> list[str]:
+    """``method``'s CPU config (cpu_quick.yaml for MoCo, configs/<method>_cpu_quick.yaml
+    otherwise, or ``config``) sized down to the 24-image tiny folder (3 batches of 8 an
+    epoch): K = 64 for MoCo, heads of width 32 to 16 for the others, 4 BN splits."""
+    if config is None:
+        config = (
+            CPU_QUICK if method == "moco" else str(REPO / "configs" / f"{method}_cpu_quick.yaml")
+        )
+    sized = ["--model.queue_size", "64"] if method == "moco" else [
+        "--model.hidden_dim", "32", "--model.feature_dim", "16"
+    ]  # fmt: skip
     return [
         "--config",
         config,
@@ -66,8 +105,7 @@ def tiny_args(root: Path, *extra: str, config: str = CPU_QUICK) -> list[str]:
         "8",
         "--data.eval_batch_size",
         "24",
-        "--model.queue_size",
-        "64",
+        *sized,
         "--model.bn_splits",
         "4",
         "--trainer.log_every_n_steps",

@@ -19,7 +19,8 @@
 - **A non-finite state is never written.** A save whose model state holds NaN or inf raises
   :class:`NonFiniteStateError` and leaves the previous file in place.
 
-Only a callback with ``save_last`` handles signals; give a run exactly one.
+Only a callback with ``save_last`` handles signals; give a run exactly one. ``train.py`` adds
+one (every ``DEFAULT_SAVE_EVERY_N_STEPS`` steps) to a config that has none.
 """
 
 import os
@@ -34,6 +35,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# how often the RunCheckpoint that train.py adds to a config without one writes last.ckpt
+DEFAULT_SAVE_EVERY_N_STEPS = 500
 
 
 class RunStopped(SystemExit):

@@ -6,7 +6,8 @@ the directory fsync'ed so the rename itself survives a power cut. A process kill
 moment leaves the old file or the new one, each complete; at worst a stray ``.tmp-*`` file,
 which Lightning ignores.
 
-Every config in ``configs/`` adds it as a trainer plugin; in a plain ``lightning.Trainer``::
+``train.py`` adds it to every run whose config names no other checkpoint IO; in a plain
+``lightning.Trainer``::
 
     trainer = lightning.Trainer(plugins=[AtomicCheckpointIO()])
 """

@@ -13,9 +13,12 @@ from lightning.fabric.loggers.tensorboard import _TENSORBOARD_AVAILABLE
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from infonce.trainer.base import NonFiniteLossError
 from infonce.trainer.checkpoint import (
+    DEFAULT_SAVE_EVERY_N_STEPS,
     NonFiniteStateError,
     RunCheckpoint,
     RunFolderError,
@@ -24,6 +27,7 @@ from infonce.trainer.checkpoint import (
     check_new_run_folder,
     check_writable_folder,
 )
+from infonce.trainer.checkpoint_io import AtomicCheckpointIO
 from infonce.trainer.data.datamodule import ImageDataModule
 from infonce.trainer.data.scan import UnreadableImagesError
 from infonce.trainer.data.sources import DatasetNotFoundError
@@ -37,7 +41,7 @@ from infonce.trainer.errors import (
 )
 from infonce.trainer.export import NotABackboneError
 from infonce.trainer.linear_probe import PretrainedNotFoundError
-from infonce.trainer.moco import BNGuardError, NonFiniteLossError
+from infonce.trainer.moco import BNGuardError
 from infonce.trainer.resume import ResumeConflictError
 
 # Errors that end a run with their message alone: each says what happened and what to do.
@@ -77,10 +81,14 @@ class _Parser(LightningArgumentParser):
 
 
 class CLI(LightningCLI):
-    """LightningCLI whose model is chosen by ``class_path`` (MoCo, LinearProbe) in the YAML.
+    """LightningCLI whose model is chosen by ``class_path`` (a method, LinearProbe) in the YAML.
 
     Differences from LightningCLI's defaults:
 
+    - the run guarantees apply to every run (:func:`with_run_guarantees`): a config without
+      its own :class:`RunCheckpoint` gets one that saves ``last.ckpt`` (every
+      ``DEFAULT_SAVE_EVERY_N_STEPS`` steps, at the end, and on a stop signal), and checkpoints
+      are written by :class:`AtomicCheckpointIO` unless a config names another checkpoint IO;
     - without a ``trainer.logger``, a CSVLogger writes to ``<default_root_dir>/logs`` (and a
       TensorBoardLogger beside it when tensorboard is installed);
     - ``--ckpt_path FILE`` does not parse the checkpoint's hyperparameters over the command
@@ -125,6 +133,7 @@ class CLI(LightningCLI):
         if config.get("logger") in (None, True) and "logger" not in kwargs:
             root = config.get("default_root_dir") or os.getcwd()
             kwargs["logger"] = CSVLogger(root, name="logs")
+        kwargs.update(with_run_guarantees(config))
         return super().instantiate_trainer(**kwargs)
 
     def after_instantiate_classes(self) -> None:
@@ -185,6 +194,35 @@ class CLI(LightningCLI):
                 return  # fit starts afresh, as Lightning does (it warns)
             ckpt_path = max(found, key=os.path.getmtime)
         check_checkpoint_file(str(ckpt_path).removeprefix("file://"), self.model, subcommand)
+
+
+def with_run_guarantees(config: dict) -> dict:
+    """The ``callbacks`` and ``plugins`` of a trainer config, with the run guarantees added
+    where the config does not give them: a :class:`RunCheckpoint` with ``save_last`` (the run
+    folder, the final save, stop signals, no non-finite state; every
+    ``DEFAULT_SAVE_EVERY_N_STEPS`` optimizer steps) unless one is there, and
+    :class:`AtomicCheckpointIO` unless a checkpoint IO plugin is there. A config that turns
+    checkpointing off (``enable_checkpointing: false``) gets no callback.
+
+    Args:
+        config: the trainer's arguments as LightningCLI instantiated them (callbacks and
+            plugins as objects).
+
+    Returns:
+        ``{"callbacks": [...], "plugins": [...]}``: the config's own first, in their order.
+    """
+    callbacks, plugins = _as_list(config.get("callbacks")), _as_list(config.get("plugins"))
+    has_last = any(isinstance(c, RunCheckpoint) and c.save_last for c in callbacks)
+    if config.get("enable_checkpointing", True) is not False and not has_last:
+        every = DEFAULT_SAVE_EVERY_N_STEPS
+        callbacks.append(RunCheckpoint(save_last=True, save_top_k=0, every_n_train_steps=every))
+    if not any(isinstance(p, CheckpointIO) for p in plugins):
+        plugins.append(AtomicCheckpointIO())
+    return {"callbacks": callbacks, "plugins": plugins}
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _names(group) -> list[str]:

@@ -152,7 +152,9 @@ def check_checkpoint_file(path: str, model: Module, subcommand: str) -> None:
     Reads the file with memory-mapped tensors (cheap for a large checkpoint), then checks
     that it is a Lightning checkpoint (not a backbone written by ``infonce.trainer.export``,
     not some other torch file) of the model's class, holding the model's tensors (unless the
-    model has none before loading, as a probe whose backbone comes from its checkpoint). When
+    model has none before loading, as a probe whose backbone comes from its checkpoint; keys
+    under the model's ``SETUP_STATE_PREFIXES`` may be in the file only, as the online probe,
+    which a method builds in ``setup`` once the data says how many classes there are). When
     the tensors differ because an argument that shapes them differs (the model's
     ``RESUME_FIXED``), the model's resume check names both values.
 
@@ -187,6 +189,10 @@ def check_checkpoint_file(path: str, model: Module, subcommand: str) -> None:
             "check --config and --model.class_path"
         )
     expected, found = set(model.state_dict()), set(map(str, state))
+    built_later = tuple(getattr(model, "SETUP_STATE_PREFIXES", ()))  # e.g. the online probe
+    if built_later:
+        absent = {k for k in found - expected if k.startswith(built_later)}
+        found -= absent  # the model builds these in setup, from the data, and loads them then
     if expected and expected != found:
         fixed = getattr(model, "RESUME_FIXED", ())
         if saved_class == model_class and fixed:  # names the argument that shaped the state

@@ -2,7 +2,7 @@
 
     python -m infonce.trainer.export runs/cpu_quick/checkpoints/last.ckpt -o backbone.pt
 
-writes the backbone of a MoCo checkpoint (the query encoder's: no projection head, no
+writes the backbone of a method's checkpoint (MoCo's query encoder's: no projection head, no
 momentum encoder, no queue) or of a linear-probe checkpoint (its frozen backbone) as a plain
 dictionary that ``torch.load(path, weights_only=True)`` reads::
 
@@ -10,6 +10,13 @@ dictionary that ``torch.load(path, weights_only=True)`` reads::
      "architecture": {"backbone": "resnet18", "cifar_stem": True}, "feature_dim": 512,
      "state_dict": {...}, "preprocessing": {"image_size": 32, "mean": [...], "std": [...]},
      "source": {"checkpoint": "...", "global_step": 8775, "epoch": 44}}
+
+``architecture`` holds the arguments of :func:`~infonce.trainer.backbones.build_backbone`
+that rebuild the network: ``backbone`` (a name such as ``"resnet18"``, ``"mobilenet_v3_small"``
+or ``"timm:resnet18"``, or a dict ``{"class_path": ..., "init_args": {...}}``), ``cifar_stem``,
+and ``backbone_kwargs`` when the run had any (files written before it existed have none, and
+load as before). The backbone is rebuilt with one BatchNorm split (the same keys), and its
+feature width measured on images of ``preprocessing["image_size"]`` when the file records it.
 
 For the ResNets the ``state_dict`` keys are torchvision's (``fc`` removed), so they also load
 into ``torchvision.models.resnet18()`` / ``resnet50()`` with ``fc = nn.Identity()`` (and, for
@@ -31,7 +38,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from infonce._files import atomic_torch_save, load_torch_file
-from infonce.trainer.backbones import BACKBONES, build_backbone
+from infonce.trainer.backbones import build_backbone
 
 FORMAT, VERSION = "infonce-backbone", 1
 # where each kind of checkpoint keeps its backbone's tensors
@@ -84,10 +91,12 @@ def _export_dictionary(path: str | os.PathLike) -> dict[str, Any]:
     state = data.get("state_dict") if isinstance(data, dict) else None
     if not isinstance(hparams, dict) or not isinstance(state, dict):
         hparams = {}  # no Lightning checkpoint: refused below
-    if "backbone" in hparams:  # MoCo
+    if "backbone" in hparams:  # MoCo, or another method of the shared base
         kind, prefix = "MoCo checkpoint", _MOCO_PREFIX
         architecture = {"backbone": hparams["backbone"],
                         "cifar_stem": hparams.get("cifar_stem", True)}  # fmt: skip
+        if hparams.get("backbone_kwargs"):  # recorded only when set: older files stay equal
+            architecture["backbone_kwargs"] = hparams["backbone_kwargs"]
     elif isinstance(hparams.get("architecture"), dict) and "pretrained" in hparams:  # LinearProbe
         kind, prefix = "linear-probe checkpoint", _PROBE_PREFIX
         architecture = dict(hparams["architecture"])
@@ -132,23 +141,39 @@ def _int(value: Any) -> int:
 
 
 def _check_architecture(architecture: dict[str, Any], path: str | os.PathLike) -> None:
+    """The form of ``architecture``; whether this infonce builds it is found when it is built."""
     backbone, cifar_stem = architecture.get("backbone"), architecture.get("cifar_stem", True)
-    if not isinstance(backbone, str) or backbone not in BACKBONES:
+    kwargs = architecture.get("backbone_kwargs")
+    named = isinstance(backbone, str) and bool(backbone)
+    by_path = isinstance(backbone, dict) and isinstance(backbone.get("class_path"), str)
+    if not (named or by_path):
         raise NotABackboneError(f"{path} records backbone {backbone!r}, which this infonce does "
-                                f"not build (it builds {', '.join(BACKBONES)})")  # fmt: skip
+                                "not build: neither a name nor a class_path")  # fmt: skip
     if not isinstance(cifar_stem, bool):
         raise NotABackboneError(f"{path} records cifar_stem={cifar_stem!r}, not true or false")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise NotABackboneError(f"{path} records backbone_kwargs={kwargs!r}, not a dict")
 
 
 def _describe(architecture: dict[str, Any]) -> str:
-    return f"{architecture['backbone']} (cifar_stem={architecture.get('cifar_stem', True)})"
+    backbone = architecture["backbone"]
+    name = backbone if isinstance(backbone, str) else backbone.get("class_path")
+    kwargs = architecture.get("backbone_kwargs")
+    more = f", backbone_kwargs={kwargs}" if kwargs else ""
+    return f"{name} (cifar_stem={architecture.get('cifar_stem', True)}{more})"
 
 
 def _build_and_load(data: dict[str, Any], path: str | os.PathLike) -> nn.Module:
     """Build ``data``'s architecture and load its ``state_dict`` strictly; set its
     ``feature_dim``. Raises :class:`NotABackboneError` (one line) when the tensors do not fit."""
     architecture, state = data["architecture"], data["state_dict"]
-    backbone, width = build_from_architecture(architecture)
+    preprocessing = data.get("preprocessing")
+    image_size = preprocessing.get("image_size") if isinstance(preprocessing, dict) else None
+    try:
+        backbone, width = build_from_architecture(architecture, image_size)
+    except (ValueError, ImportError) as err:  # an unknown name, timm missing, ...
+        raise NotABackboneError(f"{path} records backbone {architecture['backbone']!r}, which "
+                                f"this infonce does not build: {err}") from err  # fmt: skip
     expected = backbone.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [str(k) for k in state if k not in expected]
@@ -177,10 +202,20 @@ def _shape(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, Tensor) else f"a {type(value).__name__}"
 
 
-def build_from_architecture(architecture: dict[str, Any]) -> tuple[nn.Module, int]:
-    """An untrained backbone of ``architecture`` with plain BatchNorm, and its feature width."""
-    return build_backbone(architecture["backbone"], bn_splits=1,
-                          cifar_stem=architecture.get("cifar_stem", True))  # fmt: skip
+def build_from_architecture(
+    architecture: dict[str, Any], image_size: int | None = None
+) -> tuple[nn.Module, int]:
+    """An untrained backbone of ``architecture`` (see the module docstring) with plain
+    BatchNorm, and its feature width, measured on ``image_size`` images (None: the
+    architecture's own size, else 32). Raises as
+    :func:`~infonce.trainer.backbones.build_backbone`."""
+    return build_backbone(
+        architecture["backbone"],
+        bn_splits=1,
+        cifar_stem=architecture.get("cifar_stem", True),
+        backbone_kwargs=architecture.get("backbone_kwargs"),
+        image_size=image_size if type(image_size) is int and image_size > 0 else None,
+    )
 
 
 def read_backbone(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
@@ -197,6 +232,8 @@ def load_backbone(path: str | os.PathLike) -> nn.Module:
 
     Rebuilt from the recorded architecture with plain BatchNorm (``SplitBatchNorm`` with one
     split: the same keys), weights loaded strictly with ``weights_only=True``, in eval mode.
+    A recorded ``class_path`` is imported, and only an ``nn.Module`` subclass is built from it;
+    a ``timm:`` backbone needs timm installed.
 
     Args:
         path: a MoCo checkpoint (``last.ckpt``), a linear-probe checkpoint, or a file written
@@ -210,7 +247,8 @@ def load_backbone(path: str | os.PathLike) -> nn.Module:
         UnreadableFileError: (a ValueError) ``path`` is a directory, or not a complete file
             written by ``torch.save`` (empty, truncated, random bytes, text), or holds pickled
             Python objects (a module) that ``weights_only=True`` refuses.
-        NotABackboneError: (a ValueError) a torch file of another kind, or one whose tensors do
+        NotABackboneError: (a ValueError) a torch file of another kind, an architecture this
+            infonce does not build (an unknown name, timm not installed), or tensors that do
             not fit the architecture it records (the message names the first keys that differ).
 
     Examples:

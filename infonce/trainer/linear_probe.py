@@ -27,8 +27,10 @@ class LinearProbe(L.LightningModule):
     linear layer (as MAE's linear probe), which makes one learning rate work across backbones.
 
     The backbone is read with :func:`infonce.trainer.export.read_backbone`
-    (``weights_only=True``) and its architecture is recorded in the probe's hyperparameters, so
-    a probe checkpoint holds everything it needs: it loads
+    (``weights_only=True``) and its architecture (any backbone
+    :func:`~infonce.trainer.backbones.build_backbone` builds: its name or ``class_path``,
+    ``cifar_stem``, ``backbone_kwargs``) is recorded in the probe's hyperparameters, so a probe
+    checkpoint holds everything it needs: it loads
     (``LinearProbe.load_from_checkpoint``, ``--ckpt_path``) also after the MoCo checkpoint was
     moved or deleted.
 

@@ -50,6 +50,7 @@ def _stream(name: str) -> int:
 SEED_SCHEME = 2  # recorded in checkpoints: 1, before the streams, seeded the key shuffle otherwise
 KEY_SHUFFLE = _stream("key_shuffle")  # keys: (step, draw): the permutation of a step's keys
 QUEUE_INIT = _stream("queue_init")  # no keys: the random unit vectors a queue starts with
+PROBE_INIT = _stream("probe_init")  # no keys: the online linear probe's initial weights
 FIXED_VIEWS = _stream("fixed_views")  # keys: (image,): the diagnostics' fixed augmentations
 
 

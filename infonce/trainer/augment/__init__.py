@@ -1,3 +1,5 @@
-"""Augmentation for the trainer: MoCo v2's two views as batched tensor ops (:mod:`.views`,
-built on :mod:`.crop` and :mod:`.color`), and the per-image torchvision pipelines
-(:mod:`.transforms`) for data that is not resident."""
+"""Augmentation for the trainer: every recipe said once (:mod:`.recipes`, one ``ViewSpec`` per
+view), drawn either as batched tensor ops on whatever device the batch lives on (:mod:`.views`,
+built on :mod:`.crop`, :mod:`.color` and :mod:`.filters`) or as per-image torchvision pipelines
+(:mod:`.transforms`) for data that is not resident; each dataset's normalisation once
+(:mod:`.normalization`)."""

@@ -1,32 +1,36 @@
-"""MoCo v2 views of a whole batch at once, every image drawing parameters of its own.
+"""Views of a whole batch at once, every image drawing parameters of its own.
 
 torchvision augments one image per call (a few hundred images/s per core), and its v2
 transforms applied to a batched tensor draw ONE crop and ONE jitter for the whole batch, which
 is wrong for contrastive views. Here every image of a (B, 3, H, W) batch draws its own crop
-box, flip, jitter coin, factors and order, and grayscale coin, from the distributions of
-torchvision's ``RandomResizedCrop``, ``RandomApply([ColorJitter])``, ``RandomGrayscale`` and
-``RandomHorizontalFlip``, and the batch is transformed by tensor ops on whatever device it
-lives on:
+box, flip, jitter coin, factors and order, grayscale coin, blur coin and sigma, and solarise
+coin, from the distributions of torchvision's ``RandomResizedCrop``,
+``RandomApply([ColorJitter])``, ``RandomGrayscale``, PIL's ``GaussianBlur``,
+``RandomSolarize`` and ``RandomHorizontalFlip`` as a :class:`~.recipes.ViewSpec` sets them,
+and the batch is transformed by tensor ops on whatever device it lives on:
 
 - crop + resize + flip (:mod:`.crop`): two batched matrix products ``Ry @ image @ Rx.T``
-  with the weights of torch's antialiased bilinear resize, the flip a mirrored ``Rx``;
+  with the weights of torch's antialiased bilinear or bicubic resize, the flip a mirrored
+  ``Rx``;
 - brightness, contrast, saturation and hue (:mod:`.color`): per image, each op at each
   step on just the images whose random order has it there (on the CPU; on an accelerator
   every op runs on the whole batch and ``torch.where`` keeps it where it applies, so that
-  no group size is read back and the host never waits); then grayscale, then normalise.
+  no group size is read back and the host never waits); then grayscale;
+- blur and solarise (:mod:`.filters`): PIL's box-cascade blur as two batched matrix
+  products, the identity for images not blurred; then normalise.
 
-Every piece matches torchvision's tensor functions on float images to float32 rounding (hue
-to about 2e-6), which the tests check image by image. Measured speed: see
-``benchmarks/augment.py``.
+Every piece matches torchvision's (or PIL's) functions to float32 rounding (hue to about
+2e-6; PIL's blur and bicubic resize round to uint8 between passes, so to about a level of 255),
+which the tests check image by image. Measured speed: see ``benchmarks/augment.py``.
 """
 
-from numbers import Real
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from infonce._checks import check_int, check_unit_interval
+from infonce._checks import check_int
 from infonce._device import host_to_device
 from infonce.trainer.augment.color import (
     adjust_brightness,
@@ -37,11 +41,13 @@ from infonce.trainer.augment.color import (
     grayscale,
     rgb_to_grayscale,
 )
-from infonce.trainer.augment.crop import check_range, resized_crop, sample_crop_params
+from infonce.trainer.augment.crop import resized_crop, sample_crop_params
+from infonce.trainer.augment.filters import gaussian_blur, max_box_reach, solarize
 from infonce.trainer.augment.normalization import check_channel_stats
+from infonce.trainer.augment.recipes import ViewSpec, recipe
 
 __all__ = [
-    "MoCoV2Views",
+    "BatchViews",
     "Normalize",
     "ViewParams",
     "adjust_brightness",
@@ -50,12 +56,14 @@ __all__ = [
     "adjust_saturation",
     "augment_view",
     "color_jitter",
+    "gaussian_blur",
     "grayscale",
     "normalize",
     "resized_crop",
     "rgb_to_grayscale",
     "sample_crop_params",
     "sample_view_params",
+    "solarize",
 ]
 
 
@@ -65,7 +73,9 @@ class ViewParams(NamedTuple):
     Shape:
         boxes (B, 4) int64 ``(top, left, height, width)``; flip, jitter, gray (B,) bool;
         factors (B, 4) float32 brightness, contrast, saturation, hue; order (B, 4) int64, a
-        permutation of 0..3 (0 brightness, 1 contrast, 2 saturation, 3 hue).
+        permutation of 0..3 (0 brightness, 1 contrast, 2 saturation, 3 hue); blur (B,) bool
+        and sigma (B,) float32, or None where the view has no blur; solarize (B,) bool, or
+        None where it has no solarisation.
     """
 
     boxes: Tensor
@@ -74,64 +84,80 @@ class ViewParams(NamedTuple):
     factors: Tensor
     order: Tensor
     gray: Tensor
+    blur: Tensor | None = None
+    sigma: Tensor | None = None
+    solarize: Tensor | None = None
 
 
 def sample_view_params(
     batch_size: int,
     height: int,
     width: int,
-    scale: tuple[float, float] = (0.2, 1.0),
-    ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
-    jitter_p: float = 0.8,
-    grayscale_p: float = 0.2,
-    flip_p: float = 0.5,
+    spec: ViewSpec,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> ViewParams:
-    """Draw the parameters of one view for each of ``batch_size`` images of size (H, W).
+    """Draw the parameters of view ``spec`` for each of ``batch_size`` images of size (H, W).
 
     Boxes as :func:`sample_crop_params`; flip, jitter and grayscale coins with probabilities
     ``flip_p``, ``jitter_p``, ``grayscale_p``; brightness, contrast, saturation factors
     ``U[max(0, 1 - j), 1 + j]`` and hue ``U[-j, j]``, and the op order a uniform random
-    permutation (argsort of uniform noise), as ``ColorJitter.get_params``.
+    permutation (argsort of uniform noise), as ``ColorJitter.get_params``. Then, only for a
+    view that has them (so that the draws before stay the same): a blur coin and a sigma
+    ``U(blur_sigma)``, and a solarise coin.
 
     Shape:
         -> :class:`ViewParams` of ``batch_size`` images on ``device``.
-
-    Raises:
-        ValueError: as :func:`sample_crop_params`.
     """
-    boxes = sample_crop_params(batch_size, height, width, scale, ratio, generator, device)
+    boxes = sample_crop_params(batch_size, height, width, spec.scale, spec.ratio, generator, device)
     coins = torch.rand(batch_size, 3, generator=generator, device=device)  # flip, jitter, gray
     uniform = torch.rand(batch_size, 4, generator=generator, device=device)
-    b, c, s, hue = jitter
+    b, c, s, hue = spec.jitter
     low = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -hue])  # (4,)
     high = torch.tensor([1 + b, 1 + c, 1 + s, hue])  # (4,)
     low, high = host_to_device(low, device), host_to_device(high, device)
     noise = torch.rand(batch_size, 4, generator=generator, device=device)
+    blur = sigma = solarize = None
+    if spec.blur_p > 0:
+        draws = torch.rand(batch_size, 2, generator=generator, device=device)  # coin, sigma
+        blur = draws[:, 0] < spec.blur_p
+        sigma_low, sigma_high = spec.blur_sigma
+        sigma = sigma_low + (sigma_high - sigma_low) * draws[:, 1]  # (B,)
+    if spec.solarize_p > 0:
+        solarize = torch.rand(batch_size, generator=generator, device=device) < spec.solarize_p
     return ViewParams(
         boxes=boxes,
-        flip=coins[:, 0] < flip_p,
-        jitter=coins[:, 1] < jitter_p,
+        flip=coins[:, 0] < spec.flip_p,
+        jitter=coins[:, 1] < spec.jitter_p,
         factors=low + (high - low) * uniform,  # (B, 4)
         order=noise.argsort(dim=1),  # (B, 4)
-        gray=coins[:, 2] < grayscale_p,
+        gray=coins[:, 2] < spec.grayscale_p,
+        blur=blur,
+        sigma=sigma,
+        solarize=solarize,
     )
 
 
-def augment_view(images: Tensor, params: ViewParams, size: int) -> Tensor:
-    """One view: crop + resize + flip, then colour jitter, then grayscale (torchvision's order).
+def augment_view(images: Tensor, params: ViewParams, spec: ViewSpec, size: int) -> Tensor:
+    """One view: crop + resize + flip, colour jitter, grayscale, blur, solarise, in the order
+    of :class:`~.recipes.ViewSpec`; an op whose probability is 0 is skipped.
 
-    The flip, done inside the crop, commutes with the pointwise colour ops and with the
-    contrast's mean, so the result equals torchvision's Compose, which flips last.
+    The flip, done inside the crop, commutes with the pointwise colour ops, the contrast's
+    mean and the symmetric blur, so the result equals the Compose that flips last.
 
     Shape:
         images (B, 3, H, W) uint8 (0..255) or float (0..1) -> (B, 3, size, size) float32.
     """
-    out = resized_crop(images, params.boxes, size, params.flip)
-    color_jitter(out, params.jitter, params.factors, params.order, out=out)
-    return grayscale(out, params.gray, out=out)
+    out = resized_crop(images, params.boxes, size, params.flip, spec.interpolation)
+    if spec.jitter_p > 0:
+        color_jitter(out, params.jitter, params.factors, params.order, out=out)
+    if spec.grayscale_p > 0:
+        grayscale(out, params.gray, out=out)
+    if spec.blur_p > 0:
+        out = gaussian_blur(out, params.sigma, params.blur, max_box_reach(spec.blur_sigma[1]))
+    if spec.solarize_p > 0:
+        out = solarize(out, params.solarize)
+    return out
 
 
 def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -159,7 +185,7 @@ def _channel_buffer(name: str, value, positive: bool = False) -> Tensor | None:
 class Normalize(nn.Module):
     """The eval transform of a resident batch: uint8 or [0, 1] images to ``(x - mean) / std``.
 
-    Accepts (and ignores) a generator, so it can stand where :class:`MoCoV2Views` stands.
+    Accepts (and ignores) a generator, so it can stand where :class:`BatchViews` stands.
 
     Shape:
         images (B, 3, H, W) uint8 or float -> (B, 3, H, W) float32.
@@ -181,35 +207,32 @@ class Normalize(nn.Module):
         return normalize(x, self.mean, self.std)
 
 
-class MoCoV2Views(nn.Module):
-    """Two MoCo v2 views of every image of a batch, each view with parameters of its own.
+class BatchViews(nn.Module):
+    """The views of a recipe for every image of a batch, each view with parameters of its own.
 
-    The batched equivalent of applying twice per image torchvision's ``RandomResizedCrop(size,
-    scale, ratio)``, ``RandomApply([ColorJitter(*jitter)], p=jitter_p)``,
-    ``RandomGrayscale(grayscale_p)``, ``RandomHorizontalFlip(flip_p)``, ``ToTensor`` and
+    The batched equivalent of applying to every image, once per view, the torchvision
+    pipeline of that view's :class:`~.recipes.ViewSpec`
+    (:func:`infonce.trainer.augment.transforms.view_transform`), then ``ToTensor`` and
     ``Normalize(mean, std)``. Runs on the batch's device; all randomness comes from
-    ``generator`` (on that device) or else that device's default generator.
+    ``generator`` (on that device) or else that device's default generator, view after view.
 
     Args:
+        views: A recipe's name in :data:`~.recipes.RECIPES`, or its views (one spec each).
         size: Output side S (>= 1).
-        scale: Range of the crop's area fraction, ``0 < low <= high <= 1``.
-        ratio: Range of the crop's aspect ratio w / h, ``0 < low <= high``.
-        jitter: Brightness, contrast, saturation (>= 0) and hue (in [0, 0.5]) strengths.
-        jitter_p: Probability that an image is colour-jittered.
-        grayscale_p: Probability that an image is turned gray.
-        flip_p: Probability that an image is mirrored left-right.
         mean: Per-channel mean (R, G, B) of [0, 1] images, or None for no normalisation.
         std: Per-channel std (R, G, B), each > 0; None exactly when ``mean`` is None.
 
     Shape:
-        images (B, 3, H, W) uint8 (0..255) or float (0..1) -> two (B, 3, S, S) float32.
+        images (B, 3, H, W) uint8 (0..255) or float (0..1) -> a tuple of V (B, 3, S, S)
+        float32, one per view.
 
     Raises:
-        ValueError: a hyperparameter out of range (named, with its value); images that are not
-            a (B, 3, H, W) uint8 or floating-point tensor; a generator on another device.
+        ValueError: an unknown recipe (the message lists them), no views, a bad size, mean
+            or std (named, with its value); images that are not a (B, 3, H, W) uint8 or
+            floating-point tensor; a generator on another device.
 
     Examples:
-        >>> views = MoCoV2Views(32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
+        >>> views = BatchViews("moco_v2", 32, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26))
         >>> x1, x2 = views(torch.randint(0, 256, (512, 3, 32, 32), dtype=torch.uint8))
         >>> x1.shape, x1.dtype
         (torch.Size([512, 3, 32, 32]), torch.float32)
@@ -217,37 +240,25 @@ class MoCoV2Views(nn.Module):
 
     def __init__(
         self,
+        views: str | Sequence[ViewSpec],
         size: int = 32,
-        scale: tuple[float, float] = (0.2, 1.0),
-        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
-        jitter_p: float = 0.8,
-        grayscale_p: float = 0.2,
-        flip_p: float = 0.5,
         mean: tuple[float, float, float] | None = None,
         std: tuple[float, float, float] | None = None,
     ):
         super().__init__()
+        self.views = recipe(views) if isinstance(views, str) else tuple(views)
+        if not self.views or not all(isinstance(v, ViewSpec) for v in self.views):
+            raise ValueError(f"views must be a recipe name or ViewSpecs, got {views!r}")
         self.size = check_int(size, "size")
-        self.scale, self.ratio = check_range("scale", scale, 1.0), check_range("ratio", ratio)
-        ok = isinstance(jitter, tuple | list) and len(jitter) == 4
-        ok = ok and all(isinstance(j, Real) and not isinstance(j, bool) for j in jitter)
-        if not (ok and min(jitter) >= 0 and jitter[3] <= 0.5):
-            raise ValueError(
-                "jitter must be (brightness, contrast, saturation, hue), all >= 0 and hue "
-                f"<= 0.5, got {jitter!r}"
-            )
-        self.jitter = tuple(float(j) for j in jitter)
-        for name, p in (("jitter_p", jitter_p), ("grayscale_p", grayscale_p), ("flip_p", flip_p)):
-            check_unit_interval(p, name)
-        self.jitter_p, self.grayscale_p, self.flip_p = jitter_p, grayscale_p, flip_p
         if (mean is None) != (std is None):
             raise ValueError(f"mean and std must both be given or both None, got {mean}, {std}")
         self.register_buffer("mean", _channel_buffer("mean", mean), persistent=False)
         self.register_buffer("std", _channel_buffer("std", std, positive=True), persistent=False)
 
-    def view(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One view of every image, with parameters of its own.
+    def view(
+        self, images: Tensor, generator: torch.Generator | None = None, index: int = 0
+    ) -> Tensor:
+        """View ``index`` of every image, with parameters of its own.
 
         Shape:
             images (B, 3, H, W) uint8 (0..255) or float (0..1) -> (B, 3, S, S) float32.
@@ -258,22 +269,16 @@ class MoCoV2Views(nn.Module):
                 f"generator must be on the device of images ({images.device}), "
                 f"got one on {generator.device}"
             )
-        params = sample_view_params(
-            B, H, W, self.scale, self.ratio, self.jitter, self.jitter_p, self.grayscale_p,
-            self.flip_p, generator, images.device,
-        )  # fmt: skip
-        out = augment_view(images, params, self.size)  # (B, 3, S, S) in [0, 1]
+        spec = self.views[index]
+        params = sample_view_params(B, H, W, spec, generator, images.device)
+        out = augment_view(images, params, spec, self.size)  # (B, 3, S, S) in [0, 1]
         return out if self.mean is None else out.sub_(self.mean).div_(self.std)
 
     def forward(
         self, images: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Two independent views (query and key) of every image: (B, 3, S, S) float32 each."""
-        return self.view(images, generator), self.view(images, generator)
+    ) -> tuple[Tensor, ...]:
+        """Every view of every image, view after view: V (B, 3, S, S) float32."""
+        return tuple(self.view(images, generator, index) for index in range(len(self.views)))
 
     def extra_repr(self) -> str:
-        ratio = tuple(round(r, 4) for r in self.ratio)
-        return (
-            f"size={self.size}, scale={self.scale}, ratio={ratio}, jitter={self.jitter}, "
-            f"jitter_p={self.jitter_p}, grayscale_p={self.grayscale_p}, flip_p={self.flip_p}"
-        )
+        return f"size={self.size}, views={self.views}"

@@ -10,6 +10,8 @@ Two ways to serve batches, with the same sampler (:mod:`.samplers`), so batches 
 - **loader**: PIL images through a DataLoader with workers, one seeded torchvision transform
   per sample (:mod:`infonce.trainer.augment.transforms`); for large images of arbitrary folders.
 
+Both build the views from the same recipe (:data:`infonce.trainer.augment.recipes.RECIPES`).
+
 The module's ``state_dict`` records how far the current epoch got; a resumed run starts its
 first epoch right there, even mid-epoch.
 """
@@ -25,14 +27,10 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 from infonce._checks import check_int
-from infonce.trainer.augment.normalization import check_channel_stats
-from infonce.trainer.augment.transforms import (
-    TwoViews,
-    crop_flip_transform,
-    eval_transform,
-    moco_v2_transform,
-)
-from infonce.trainer.augment.views import MoCoV2Views, Normalize
+from infonce.trainer.augment.normalization import DATASET_STATS, check_channel_stats
+from infonce.trainer.augment.recipes import recipe
+from infonce.trainer.augment.transforms import eval_transform, view_transform, views_transform
+from infonce.trainer.augment.views import BatchViews, Normalize
 from infonce.trainer.data.resident import (
     TensorImageDataset,
     ensure_cached,
@@ -43,7 +41,6 @@ from infonce.trainer.data.samplers import ResumableSampler, SeededTransformDatas
 from infonce.trainer.data.scan import BAD_IMAGES, checked_folder, scan_folder
 from infonce.trainer.data.sources import (
     DATASETS,
-    NORMALIZATION,
     build_dataset,
     channel_mean_std,
     num_classes,
@@ -58,19 +55,22 @@ _STATS_IMAGES = 2000  # how many seeded train images estimate mean/std of a fold
 class ImageDataModule(L.LightningDataModule):
     """CIFAR-10/100 or an image folder, with seeded, resumable, worker-count-free batches.
 
-    Train batches are ``((x1, x2), y)`` for ``augmentation="moco_v2"`` (two MoCo v2 views)
-    or ``(x, y)`` for ``"crop_flip"``. With ``knn_memory``, ``val_dataloader`` is one loader over
-    the train split (limited as for training, under the eval transform: the kNN memory bank)
-    followed by the test split, in batches ``(x, y, is_query)`` (``is_query`` False for memory
-    items); without, the test loader, in batches ``(x, y)``.
+    Train batches are ``((x1, x2), y)`` for a recipe of two views (``moco_v2``, ``simclr``,
+    ...) or ``(x, y)`` for one (``crop_flip``). With ``knn_memory``, ``val_dataloader`` is one
+    loader over the train split (limited as for training, under the eval transform: the kNN
+    memory bank) followed by the test split, in batches ``(x, y, is_query)`` (``is_query``
+    False for memory items); without, the test loader, in batches ``(x, y)``.
 
     Args:
         dataset: ``cifar10`` | ``cifar100`` | ``folder`` (``root/{train,test}/<class>/<img>``).
         root: Folder holding the data (for CIFAR, the one containing ``cifar-10-batches-py``).
         download: Download CIFAR if missing (needs network access).
-        augmentation: ``moco_v2``: each train sample is (view1, view2); ``crop_flip``: one view.
-        crop_scale: The area fraction range of ``moco_v2``'s random-resized crop: (0.2, 1)
-            in MoCo v2, torchvision's default (0.08, 1) in the MoCo CIFAR-10 demo.
+        augmentation: The train views: a recipe of
+            :data:`~infonce.trainer.augment.recipes.RECIPES` (``moco_v2``,
+            ``moco_cifar10_demo``, ``simclr``, ``solo_symmetric``, ``solo_asymmetric``: two
+            views; ``crop_flip``: one), each with its source in ``recipes.py``.
+        crop_scale: The area fraction range of every view's random-resized crop; None: the
+            recipe's.
         knn_memory: Also validate on the train split (the kNN memory bank), see above.
         image_size: Side S of every image tensor.
         batch_size: Per-rank train batch size. Under DDP the R per-rank batches of a step are
@@ -82,8 +82,9 @@ class ImageDataModule(L.LightningDataModule):
         seed: Seeds the data order, the augmentations and the subsets.
         limit_train_images: Seeded subset of the train split (training and kNN memory).
         limit_test_images: Seeded subset of the test split.
-        mean: Per-channel mean; None: the CIFAR constants, or for ``folder`` estimated at setup
-            from up to 2,000 seeded train images.
+        mean: Per-channel mean; None: the dataset's
+            (:data:`~infonce.trainer.augment.normalization.DATASET_STATS`), or for ``folder``
+            estimated at setup from up to 2,000 seeded train images.
         std: Per-channel std, each > 0; None as for ``mean``.
         pin_memory: Pin batches in page-locked memory (loader path only).
         resident: Decode each split once into a uint8 tensor on the training device and augment
@@ -98,8 +99,8 @@ class ImageDataModule(L.LightningDataModule):
             with a warning.
 
     Shape:
-        train: ((B, 3, S, S), (B, 3, S, S)) float32 views and (B,) int64 labels (moco_v2),
-        or (B, 3, S, S) and (B,). eval: (B, 3, S, S) float32 and (B,) int64, and (B,) bool
+        train: ((B, 3, S, S), (B, 3, S, S)) float32 views and (B,) int64 labels (two views),
+        or (B, 3, S, S) and (B,) (one). eval: (B, 3, S, S) float32 and (B,) int64, and (B,) bool
         ``is_query`` for the kNN loader.
 
     Under DDP, :meth:`prepare_data` (once per node) downloads CIFAR and decodes resident
@@ -117,8 +118,8 @@ class ImageDataModule(L.LightningDataModule):
         dataset: Literal["cifar10", "cifar100", "folder"] = "cifar10",
         root: str = "data",
         download: bool = False,
-        augmentation: Literal["moco_v2", "crop_flip"] = "moco_v2",
-        crop_scale: tuple[float, float] = (0.2, 1.0),
+        augmentation: str = "moco_v2",
+        crop_scale: tuple[float, float] | None = None,
         knn_memory: bool = True,
         image_size: int = 32,
         batch_size: int = 512,
@@ -137,17 +138,13 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-        if augmentation not in ("moco_v2", "crop_flip"):
-            raise ValueError(f"augmentation must be 'moco_v2' or 'crop_flip', got {augmentation!r}")
+        self.views = recipe(augmentation, crop_scale)  # one ViewSpec per view
         check_int(image_size, "image_size")
         check_int(batch_size, "batch_size")
         check_int(eval_batch_size, "eval_batch_size")
         check_int(num_workers, "num_workers", minimum=0)
         check_int(limit_train_images, "limit_train_images", optional=True)
         check_int(limit_test_images, "limit_test_images", optional=True)
-        if not (len(crop_scale) == 2 and 0 < crop_scale[0] <= crop_scale[1] <= 1):
-            raise ValueError(f"crop_scale must be (low, high) with 0 < low <= high <= 1, "
-                             f"got {crop_scale!r}")  # fmt: skip
         if mean is not None:
             mean = check_channel_stats("mean", mean, positive=False)
         if std is not None:
@@ -156,11 +153,11 @@ class ImageDataModule(L.LightningDataModule):
             raise ValueError(f"bad_images must be one of {BAD_IMAGES}, got {bad_images!r}")
         self.dataset, self.root, self.download = dataset, root, download
         self.augmentation, self.knn_memory, self.image_size = augmentation, knn_memory, image_size
-        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.crop_scale = crop_scale
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers, self.seed, self.pin_memory = num_workers, seed, pin_memory
         self.limit_train_images, self.limit_test_images = limit_train_images, limit_test_images
-        default_mean, default_std = NORMALIZATION.get(dataset, (None, None))
+        default_mean, default_std = DATASET_STATS.get(dataset, (None, None))
         self.mean = tuple(mean) if mean is not None else default_mean  # None until setup
         self.std = tuple(std) if std is not None else default_std
         self.resident = resident if resident is not None else image_size <= 64
@@ -169,6 +166,11 @@ class ImageDataModule(L.LightningDataModule):
         self._tensors: dict[bool, tuple[Tensor, Tensor]] = {}  # split -> (images, labels)
         self._resume_at: tuple[int, int] | None = None  # (epoch, samples done) from a checkpoint
         self.train_sampler: ResumableSampler | None = None
+
+    @property
+    def views_per_image(self) -> int:
+        """Views of each image in a train batch: 2 is ``((x1, x2), y)``, 1 is ``(x, y)``."""
+        return len(self.views)
 
     @property
     def num_classes(self) -> int:
@@ -259,22 +261,15 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def _train_transform(self) -> Callable[..., Any]:
+        """The recipe's views: per sample (loader) or per batch (resident); a tuple of the
+        views for two or more, the view itself for one."""
         if not self.resident:
-            if self.augmentation == "moco_v2":
-                return TwoViews(
-                    moco_v2_transform(self.image_size, self.mean, self.std, self.crop_scale)
-                )
-            return crop_flip_transform(self.image_size, self.mean, self.std)
-        if self.augmentation == "moco_v2":
-            views = MoCoV2Views(
-                self.image_size, scale=self.crop_scale, mean=self.mean, std=self.std
-            )
-            return views.to(self._device())  # (images, generator) -> (view1, view2)
-        views = MoCoV2Views(
-            self.image_size, scale=(0.08, 1.0), jitter_p=0.0, grayscale_p=0.0,
-            mean=self.mean, std=self.std,
-        ).to(self._device())  # fmt: skip
-        return views.view  # (images, generator) -> one view: random-resized crop and flip
+            if len(self.views) == 1:
+                return view_transform(self.views[0], self.image_size, self.mean, self.std)
+            return views_transform(self.views, self.image_size, self.mean, self.std)
+        views = BatchViews(self.views, self.image_size, self.mean, self.std).to(self._device())
+        # (images, generator) -> (view1, view2, ...), or the one view
+        return views if len(self.views) > 1 else views.view
 
     def _eval_transform(self) -> Callable[..., Any]:
         if not self.resident:
@@ -372,22 +367,22 @@ class ImageDataModule(L.LightningDataModule):
             generator=torch.Generator(),
         )
 
-    def fixed_views(self, num_images: int) -> tuple[Tensor, Tensor]:
-        """Two MoCo v2 views of the split's first ``num_images`` training images, the same at
-        every call (seeded by ``seed``, not by the global RNG): a fixed batch for diagnostics.
+    def fixed_views(self, num_images: int) -> tuple[Tensor, ...]:
+        """The views of the split's first ``num_images`` training images, the same at every
+        call (seeded by ``seed``, not by the global RNG): a fixed batch for diagnostics.
 
         Shape:
-            two (B, 3, S, S) float32, B = min(num_images, training images), on the device the
-            resident data lives on (else the CPU).
+            one (B, 3, S, S) float32 per view (two for two-view recipes), B = min(num_images,
+            training images), on the device the resident data lives on (else the CPU).
 
         Raises:
-            ValueError: ``augmentation`` is not ``moco_v2`` (there is one view), or
-                ``num_images`` < 1.
+            ValueError: a recipe of one view (``crop_flip``), or ``num_images`` < 1.
         """
         check_int(num_images, "num_images")
-        if self.augmentation != "moco_v2":
+        if self.views_per_image < 2:
             raise ValueError(
-                f"fixed_views needs augmentation: moco_v2 (two views), got {self.augmentation!r}"
+                "fixed_views needs a recipe of two or more views, got augmentation "
+                f"{self.augmentation!r} ({self.views_per_image} view)"
             )
         self._resolve_stats()
         data = self._split(train=True, transform=self._train_transform())
@@ -395,10 +390,10 @@ class ImageDataModule(L.LightningDataModule):
             (i, derive_seed(self.seed, FIXED_VIEWS, i)) for i in range(min(num_images, len(data)))
         ]
         if self.resident:  # one batch, augmented with a generator seeded by the first key
-            (x1, x2), _ = data.__getitems__(keys)
-            return x1, x2
-        views = [data[key][0] for key in keys]  # per image ((3, S, S), (3, S, S))
-        return torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
+            views, _ = data.__getitems__(keys)
+            return tuple(views)
+        per_image = [data[key][0] for key in keys]  # per image ((3, S, S), (3, S, S), ...)
+        return tuple(torch.stack(views) for views in zip(*per_image, strict=True))
 
     def _eval_split(self, train: bool) -> Dataset:
         self._resolve_stats()

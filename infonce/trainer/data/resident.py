@@ -185,7 +185,7 @@ class TensorImageDataset(Dataset):
     The DataLoader hands a whole batch of keys to :meth:`__getitems__` (use it with
     ``collate_fn=`` :func:`keep_batch`), which indexes the images once and applies
     ``transform`` to the uint8 batch where it lies (e.g.
-    :class:`infonce.trainer.augment.views.MoCoV2Views` on the GPU). Keys are indices, or
+    :class:`infonce.trainer.augment.views.BatchViews` on the GPU). Keys are indices, or
     ``(index, sample_seed)`` from :class:`infonce.trainer.data.samplers.ResumableSampler`:
     then a generator seeded with the first key's seed drives the batch's augmentation, so a
     batch depends on (seed, epoch, position) only.

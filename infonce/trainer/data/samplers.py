@@ -183,7 +183,8 @@ class SeededTransformDataset(Dataset):
     Args:
         base: Yields (PIL image, int label), e.g. from
             :func:`infonce.trainer.data.sources.build_dataset`.
-        transform: PIL image -> tensor, or -> (view1, view2) for :class:`TwoViews`.
+        transform: PIL image -> tensor, or -> (view1, view2, ...) for
+            :class:`~infonce.trainer.augment.transforms.MultiView`.
         indices: Optional base indices to keep; item i is then ``base[indices[i]]``.
 
     Shape:

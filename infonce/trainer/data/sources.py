@@ -19,12 +19,6 @@ from infonce.trainer.augment.transforms import ResizeIfNeeded
 
 DATASETS = ("cifar10", "cifar100", "folder")
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
-NORMALIZATION = {"cifar10": (CIFAR10_MEAN, CIFAR10_STD), "cifar100": (CIFAR100_MEAN, CIFAR100_STD)}
-
 _CIFAR = {
     "cifar10": (CIFAR10, "CIFAR-10", 10),
     "cifar100": (CIFAR100, "CIFAR-100", 100),

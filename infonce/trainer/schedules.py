@@ -1,0 +1,58 @@
+"""Learning-rate and momentum schedules as pure functions of the optimizer step.
+
+No scheduler object holds state, so nothing can be lost or drift on a resume: the step number
+alone says where a run is.
+"""
+
+import math
+from typing import Literal, get_args
+
+from infonce.momentum import cosine_momentum
+
+__all__ = ["LR_SCHEDULES", "LRSchedule", "cosine_momentum", "lr_factor"]
+
+LRSchedule = Literal["cosine", "cosine_per_epoch", "cosine_annealing_per_epoch", "constant"]
+LR_SCHEDULES = get_args(LRSchedule)
+
+
+def lr_factor(
+    step: int, total_steps: int, steps_per_epoch: int, warmup_steps: int, schedule: str
+) -> float:
+    """The learning rate at optimizer ``step`` as a factor of the base rate.
+
+    A linear warm-up over ``warmup_steps`` (``(step + 1) / warmup_steps``), then:
+
+    - ``cosine``: per step, ``(1 + cos(pi p)) / 2`` with ``p`` the progress through the steps
+      after the warm-up, from 1 to 0 (SimCLR's, MoCo v3's and solo-learn's warmup-cosine);
+    - ``cosine_per_epoch``: the MoCo CIFAR-10 demo's ``(1 + cos(pi e / E)) / 2`` for the
+      e-th of E epochs, 1-based: constant within an epoch, 0 in the last one;
+    - ``cosine_annealing_per_epoch``: torch's ``CosineAnnealingLR(T_max=E)`` stepped once an
+      epoch (lightly's benchmarks): the same with e 0-based, the full rate in the first epoch;
+    - ``constant``: 1.
+
+    Args:
+        step: the optimizer step, from 0.
+        total_steps: steps of the whole schedule (>= 1).
+        steps_per_epoch: optimizer steps in an epoch (>= 1).
+        warmup_steps: steps of linear warm-up (>= 0).
+        schedule: one of :data:`LR_SCHEDULES`.
+
+    Returns:
+        The factor in [0, 1].
+
+    Raises:
+        ValueError: an unknown ``schedule``.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule in ("cosine_per_epoch", "cosine_annealing_per_epoch"):
+        epochs = math.ceil(total_steps / steps_per_epoch)
+        first = 1 if schedule == "cosine_per_epoch" else 0
+        progress = min(1.0, (step // steps_per_epoch + first) / epochs)
+    else:
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
