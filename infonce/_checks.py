@@ -113,11 +113,17 @@ def check_unit_interval(p: float, name: str) -> float:
     return float(p)
 
 
+def check_choice(value, name: str, allowed: tuple) -> str:
+    """Return ``value``; raise ValueError naming ``name`` unless it is one of the strings
+    ``allowed``."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
+
+
 def check_reduction(reduction: str) -> str:
     """Raise ValueError unless ``reduction`` is one of mean | sum | none."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    return reduction
+    return check_choice(reduction, "reduction", REDUCTIONS)
 
 
 def check_float_tensor(x: Tensor, name: str, ndim: int | None = None) -> None:

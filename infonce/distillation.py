@@ -3,7 +3,12 @@
 import torch
 from torch import Tensor
 
-from infonce._checks import check_float_tensor, check_same_device, check_temperature
+from infonce._checks import (
+    check_choice,
+    check_float_tensor,
+    check_same_device,
+    check_temperature,
+)
 from infonce._numerics import compute_dtype, divide, shift_by_max, temperature_like
 
 __all__ = ["distillation_loss"]
@@ -72,8 +77,7 @@ def distillation_loss(
     check_same_device(teacher_logits, "teacher_logits", student_logits, "student_logits")
     dtype = compute_dtype(student_logits)
     temperature = check_temperature(temperature, allow_tensor=True, dtype=dtype)
-    if not isinstance(reduction, str) or reduction not in DISTILLATION_REDUCTIONS:
-        raise ValueError(f"reduction must be one of {DISTILLATION_REDUCTIONS}, got {reduction!r}")
+    check_choice(reduction, "reduction", DISTILLATION_REDUCTIONS)
     with torch.autocast(device_type=student_logits.device.type, enabled=False):
         student, teacher = student_logits.to(dtype), teacher_logits.to(dtype)
         temperature = temperature_like(temperature, student)

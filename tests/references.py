@@ -10,12 +10,11 @@ import math
 import torch
 
 
-def reference_info_nce(query, key, negatives, temperature, reduction, normalize):
-    """InfoNCE by a loop over samples, float64 Python arithmetic.
+def _query_key_negatives(query, key, negatives, normalize):
+    """Per query: (q, its key, the list of its negatives), L2-normalised when ``normalize``.
 
     negatives: (K, D) shared, (N, M, D) per query, or None (the other keys of the batch).
     """
-    losses = []
     for i in range(query.shape[0]):
         q, k = query[i], key[i]
         if negatives is None:
@@ -27,6 +26,16 @@ def reference_info_nce(query, key, negatives, temperature, reduction, normalize)
         if normalize:
             q, k = q / q.norm(), k / k.norm()
             negs = [n / n.norm() for n in negs]
+        yield q, k, negs
+
+
+def reference_info_nce(query, key, negatives, temperature, reduction, normalize):
+    """InfoNCE by a loop over samples, float64 Python arithmetic.
+
+    negatives: (K, D) shared, (N, M, D) per query, or None (the other keys of the batch).
+    """
+    losses = []
+    for q, k, negs in _query_key_negatives(query, key, negatives, normalize):
         pos = math.exp(float(q @ k) / temperature)
         denom = pos + sum(math.exp(float(q @ n) / temperature) for n in negs)
         losses.append(-math.log(pos / denom))
@@ -43,17 +52,7 @@ def reference_decoupled_info_nce(query, key, negatives, temperature, normalize):
     Returns the (N,) losses.
     """
     losses = []
-    for i in range(query.shape[0]):
-        q, k = query[i], key[i]
-        if negatives is None:
-            negs = [key[j] for j in range(key.shape[0]) if j != i]
-        elif negatives.dim() == 2:
-            negs = list(negatives)
-        else:
-            negs = list(negatives[i])
-        if normalize:
-            q, k = q / q.norm(), k / k.norm()
-            negs = [n / n.norm() for n in negs]
+    for q, k, negs in _query_key_negatives(query, key, negatives, normalize):
         denominator = sum(torch.exp(q @ n / temperature) for n in negs)
         losses.append(-(q @ k) / temperature + torch.log(denominator))
     return torch.stack(losses)

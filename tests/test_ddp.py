@@ -50,6 +50,19 @@ def test_two_processes_hold_the_same_queue_and_momentum_encoder_after_every_step
     assert rank0["ddp_ignored"] == ["queue.filled", "queue.ptr", "queue.queue"]
 
 
+def one_process_of_16_and_two_of_8(common: list[str], tmp_path) -> tuple[dict, dict, dict]:
+    """Runs ``common`` as one process of batch 16 (4 BN splits) and as two DDP processes of 8
+    (2 splits each: the same groups); returns what the single rank, rank 0 and rank 1 held."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir(), two.mkdir()
+    one_args = ["--data.batch_size", "16", "--model.bn_splits", "4"]
+    run_train(["fit", *common, *one_args, *dump_to(one / "dump")], cwd=one)
+    two_args = ["--data.batch_size", "8", "--model.bn_splits", "2", *DDP, "--trainer.devices", "2"]
+    run_train(["fit", *common, *two_args, *dump_to(two / "dump")], cwd=two)
+    single = torch.load(one / "dump" / "rank0.pt", weights_only=True)
+    return single, *ranks(two / "dump")
+
+
 def test_two_processes_of_batch_b_train_as_one_process_of_batch_2b(tiny_folder, tmp_path):
     """With the cross-rank shuffle, a global batch of 2 x 8 is the batch of 16 of one process:
     same images (blocked ranks), same views (per-image seeds), same BN groups, same keys. In
@@ -60,14 +73,7 @@ def test_two_processes_of_batch_b_train_as_one_process_of_batch_2b(tiny_folder, 
         "--data.resident", "false", "--data.num_workers", "0",
         "--model.bn_guard", "shuffle", "--model.queue_init", "random",
     ]  # fmt: skip
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
-    one_args = ["--data.batch_size", "16", "--model.bn_splits", "4"]
-    run_train(["fit", *common, *one_args, *dump_to(one / "dump")], cwd=one)
-    two_args = ["--data.batch_size", "8", "--model.bn_splits", "2", *DDP, "--trainer.devices", "2"]
-    run_train(["fit", *common, *two_args, *dump_to(two / "dump")], cwd=two)
-    single = torch.load(one / "dump" / "rank0.pt", weights_only=True)
-    rank0, rank1 = ranks(two / "dump")
+    single, rank0, rank1 = one_process_of_16_and_two_of_8(common, tmp_path)
     mean_loss = [(x + y) / 2 for x, y in zip(rank0["losses"], rank1["losses"], strict=True)]
     assert mean_loss == pytest.approx(single["losses"], rel=1e-12)  # float64 rounding
     for step, (k0, k1) in enumerate(zip(rank0["keys"], rank1["keys"], strict=True)):
@@ -193,14 +199,7 @@ def test_every_method_on_two_processes_trains_as_one_process_of_twice_the_batch(
                    method=method),
         "--data.resident", "false", "--data.num_workers", "0",
     ]  # fmt: skip
-    one, two = tmp_path / "one", tmp_path / "two"
-    one.mkdir(), two.mkdir()
-    one_args = ["--data.batch_size", "16", "--model.bn_splits", "4"]
-    run_train(["fit", *common, *one_args, *dump_to(one / "dump")], cwd=one)
-    two_args = ["--data.batch_size", "8", "--model.bn_splits", "2", *DDP, "--trainer.devices", "2"]
-    run_train(["fit", *common, *two_args, *dump_to(two / "dump")], cwd=two)
-    single = torch.load(one / "dump" / "rank0.pt", weights_only=True)
-    rank0, rank1 = ranks(two / "dump")
+    single, rank0, rank1 = one_process_of_16_and_two_of_8(common, tmp_path)
     mean_loss = [(x + y) / 2 for x, y in zip(rank0["losses"], rank1["losses"], strict=True)]
     assert mean_loss == pytest.approx(single["losses"], rel=1e-9)
     for name, tensor in single["state_dict"].items():

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from infonce._checks import check_int, check_temperature
+from infonce._checks import check_choice, check_int, check_temperature
 from infonce._device import host_to_device
 from infonce.diagnostics import embedding_diagnostics
 from infonce.distributed import single_process_gather
@@ -129,8 +129,7 @@ class ContrastiveMethod(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # this class's arguments and the method's, up the chain
         for name, allowed in _CHOICES.items():
-            if locals()[name] not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {locals()[name]!r}")
+            check_choice(locals()[name], name, allowed)
         for name, value, ok, rule in (
             ("lr", lr, lr > 0, "> 0"),
             ("weight_decay", weight_decay, weight_decay >= 0, ">= 0"),
@@ -151,7 +150,7 @@ class ContrastiveMethod(L.LightningModule):
         self._fixed_views: tuple[object, tuple[Tensor, Tensor]] | None = None
         self._last_batch_end: float | None = None
         self._skipped_steps = 0
-        self._skipping = False
+        self._finite_since_step = False  # a finite micro-batch since the last optimizer step
         self._saved_schedule_steps: int | None = None
 
     # ---- networks --------------------------------------------------------------------------------
@@ -216,6 +215,7 @@ class ContrastiveMethod(L.LightningModule):
         if self.trainer.world_size > 1:  # every rank must take the same branch
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
+            self._finite_since_step = True
             return loss
         where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
         if self.hparams.nonfinite_loss == "skip":
@@ -223,7 +223,6 @@ class ContrastiveMethod(L.LightningModule):
                 for saved, buffer in zip(buffers or [], self.buffers(), strict=False):
                     buffer.copy_(saved)
             self._skipped_steps += 1
-            self._skipping = True  # Lightning still counts the step: no after_optimizer_step
             rank_zero_warn(f"train/loss is {float(loss.detach())} at {where}: step skipped")
             self.log("train/skipped_steps", float(self._skipped_steps))
             return None
@@ -303,15 +302,15 @@ class ContrastiveMethod(L.LightningModule):
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """Set the scheduled learning rates, step, then :meth:`after_optimizer_step` (once per
-        optimizer step, also under gradient accumulation)."""
+        optimizer step, also under gradient accumulation; not after a step whose every
+        micro-batch was skipped as non-finite)."""
         factor = self.lr_factor(self.global_step)
         for group in optimizer.param_groups:
             group["lr"] = self.hparams[group["lr_key"]] * factor
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if self._skipping:  # a skipped step: no gradients, so no update; nothing after it
-            self._skipping = False
-            return
-        self.after_optimizer_step()
+        updated, self._finite_since_step = self._finite_since_step, False
+        if updated:  # Lightning counts a skipped step too, but with no gradient nothing moved
+            self.after_optimizer_step()
 
     def after_optimizer_step(self) -> None:
         """What a method does once per optimizer step, after it (MoCo: enqueue, EMA)."""

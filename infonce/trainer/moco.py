@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 
-from infonce._checks import check_int, check_temperature, check_unit_interval
+from infonce._checks import check_choice, check_int, check_temperature, check_unit_interval
 from infonce.info_nce import info_nce_stats
 from infonce.memory_queue import MemoryQueue
 from infonce.momentum import momentum_update
@@ -34,7 +34,7 @@ from infonce.temperature import LearnableTemperature
 from infonce.trainer.base import ContrastiveMethod
 from infonce.trainer.heads import projection_head
 from infonce.trainer.rng import KEY_SHUFFLE, QUEUE_INIT, derive_seed
-from infonce.trainer.schedules import LRSchedule, cosine_momentum
+from infonce.trainer.schedules import MOMENTUM_SCHEDULES, LRSchedule, momentum_at
 
 __all__ = ["BNGuardError", "MoCo"]
 
@@ -105,13 +105,9 @@ class MoCo(ContrastiveMethod):
         check_unit_interval(momentum, "momentum")
         check_int(feature_dim, "feature_dim")
         check_int(queue_size, "queue_size")
-        for name, value, allowed in (
-            ("bn_guard", bn_guard, BN_GUARDS),
-            ("queue_init", queue_init, ("empty", "random")),
-            ("momentum_schedule", momentum_schedule, ("constant", "cosine")),
-        ):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        check_choice(bn_guard, "bn_guard", BN_GUARDS)
+        check_choice(queue_init, "queue_init", ("empty", "random"))
+        check_choice(momentum_schedule, "momentum_schedule", MOMENTUM_SCHEDULES)
         if bn_guard == "sync" and bn_splits != 1:
             raise ValueError(
                 f"bn_guard: sync normalises over the whole batch of all ranks: bn_splits must "
@@ -229,17 +225,14 @@ class MoCo(ContrastiveMethod):
         return self.hparams.temperature if self.temperature is None else self.temperature()
 
     def current_momentum(self) -> float:
-        if self.hparams.momentum_schedule == "constant":
-            return self.hparams.momentum
-        return cosine_momentum(self.hparams.momentum, self.global_step, self.total_steps())
+        hp = self.hparams
+        return momentum_at(hp.momentum, hp.momentum_schedule, self.global_step, self.total_steps())
 
     def after_optimizer_step(self) -> None:
         """MoCo's order: enqueue this step's keys (gathered from every rank, so all queues stay
         equal) and move the momentum encoder; ``T`` back into range."""
         if self.temperature is not None:
             self.temperature.clamp_()
-        if not self._pending_keys:
-            return
         keys, self._pending_keys = torch.cat(self._pending_keys), []  # (B * micro-batches, D)
         if self.world() > 1:
             keys = self.all_gather(keys).flatten(0, 1)  # (R * B, D), the same order on all

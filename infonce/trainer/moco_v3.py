@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from infonce._checks import check_int, check_temperature, check_unit_interval
+from infonce._checks import check_choice, check_int, check_temperature, check_unit_interval
 from infonce._numerics import compute_dtype
 from infonce.momentum import momentum_update
 from infonce.trainer.base import ContrastiveMethod
 from infonce.trainer.heads import moco_v3_mlp
-from infonce.trainer.schedules import LRSchedule, cosine_momentum
+from infonce.trainer.schedules import MOMENTUM_SCHEDULES, LRSchedule, momentum_at
 
 __all__ = ["MoCoV3", "moco_v3_loss"]
 
@@ -93,8 +93,7 @@ class MoCoV3(ContrastiveMethod):
                          lr_schedule=lr_schedule, probe_lr=probe_lr, **kwargs)  # fmt: skip
         check_temperature(temperature)
         check_unit_interval(momentum, "momentum")
-        if momentum_schedule not in ("constant", "cosine"):
-            raise ValueError(f"momentum_schedule must be constant or cosine: {momentum_schedule!r}")
+        check_choice(momentum_schedule, "momentum_schedule", MOMENTUM_SCHEDULES)
         for name in ("hidden_dim", "feature_dim", "projector_layers"):
             check_int(locals()[name], name)
         net, self.backbone_width = self.build_backbone()
@@ -131,9 +130,8 @@ class MoCoV3(ContrastiveMethod):
         return moco_v3_loss(q, keys, self.global_rank, self.hparams.temperature)
 
     def current_momentum(self) -> float:
-        if self.hparams.momentum_schedule == "constant":
-            return self.hparams.momentum
-        return cosine_momentum(self.hparams.momentum, self.global_step, self.total_steps())
+        hp = self.hparams
+        return momentum_at(hp.momentum, hp.momentum_schedule, self.global_step, self.total_steps())
 
     def after_optimizer_step(self) -> None:
         """The EMA of the momentum encoder, with the ``m`` of the next step (moco-v3 updates

@@ -7,12 +7,32 @@ alone says where a run is.
 import math
 from typing import Literal, get_args
 
+from infonce._checks import check_choice
 from infonce.momentum import cosine_momentum
 
-__all__ = ["LR_SCHEDULES", "LRSchedule", "cosine_momentum", "lr_factor"]
+__all__ = [
+    "LR_SCHEDULES",
+    "MOMENTUM_SCHEDULES",
+    "LRSchedule",
+    "cosine_momentum",
+    "lr_factor",
+    "momentum_at",
+]
 
 LRSchedule = Literal["cosine", "cosine_per_epoch", "cosine_annealing_per_epoch", "constant"]
 LR_SCHEDULES = get_args(LRSchedule)
+MOMENTUM_SCHEDULES = ("constant", "cosine")
+
+
+def momentum_at(momentum: float, schedule: str, step: int, total_steps: int) -> float:
+    """The momentum encoder's EMA weight at ``step``: ``momentum`` throughout (``constant``),
+    or rising from it to 1 on a cosine over ``total_steps`` (``cosine``: BYOL's, MoCo v3's).
+
+    Raises:
+        ValueError: an unknown ``schedule``.
+    """
+    check_choice(schedule, "momentum_schedule", MOMENTUM_SCHEDULES)
+    return momentum if schedule == "constant" else cosine_momentum(momentum, step, total_steps)
 
 
 def lr_factor(
@@ -43,8 +63,7 @@ def lr_factor(
     Raises:
         ValueError: an unknown ``schedule``.
     """
-    if schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {schedule!r}")
+    check_choice(schedule, "lr_schedule", LR_SCHEDULES)
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":

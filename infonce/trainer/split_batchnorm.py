@@ -13,7 +13,19 @@ from infonce._checks import check_int
 __all__ = ["SPLIT_KINDS", "SplitBatchNorm", "SplitBatchNorm1d", "split_batchnorms"]
 
 
-class SplitBatchNorm(nn.BatchNorm2d):
+class _Splits:
+    """What both split BatchNorms add to torch's: ``num_splits``, checked, and in the repr."""
+
+    def __init__(self, num_features: int, num_splits: int = 1, **kwargs) -> None:
+        check_int(num_splits, "num_splits")
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_splits={self.num_splits}"
+
+
+class SplitBatchNorm(_Splits, nn.BatchNorm2d):
     """BatchNorm2d that, in training, normalises ``num_splits`` chunks of the batch separately.
 
     Chunk ``j`` is the contiguous slice ``input[j * N // s : (j + 1) * N // s]`` (as
@@ -43,11 +55,6 @@ class SplitBatchNorm(nn.BatchNorm2d):
         torch.Size([32, 16, 8, 8])
     """
 
-    def __init__(self, num_features: int, num_splits: int = 1, **kwargs) -> None:
-        check_int(num_splits, "num_splits")
-        super().__init__(num_features, **kwargs)
-        self.num_splits = num_splits
-
     def forward(self, input: Tensor) -> Tensor:
         s = self.num_splits
         if not self.training or s == 1:
@@ -60,9 +67,6 @@ class SplitBatchNorm(nn.BatchNorm2d):
         x = _splits_to_channels(input, s)  # (N/s, s*C, H, W)
         out = _split_batch_norm(self, x, s)  # (N/s, s*C, H, W)
         return _channels_to_splits(out, s)  # (N, C, H, W)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, num_splits={self.num_splits}"
 
 
 def _check_divisible(N: int, s: int) -> None:
@@ -124,7 +128,7 @@ def _channels_to_splits(y: Tensor, s: int) -> Tensor:
     return x.permute(0, 3, 1, 2)  # (N, C, H, W), channels_last
 
 
-class SplitBatchNorm1d(nn.BatchNorm1d):
+class SplitBatchNorm1d(_Splits, nn.BatchNorm1d):
     """:class:`SplitBatchNorm` for the (N, C) features of projectors and predictors: in
     training, ``num_splits`` contiguous chunks of the batch are normalised separately, as the
     heads' BatchNorm does on ``s`` devices without SyncBatchNorm. Same arguments, running
@@ -139,11 +143,6 @@ class SplitBatchNorm1d(nn.BatchNorm1d):
             ``num_splits`` does not divide.
     """
 
-    def __init__(self, num_features: int, num_splits: int = 1, **kwargs) -> None:
-        check_int(num_splits, "num_splits")
-        super().__init__(num_features, **kwargs)
-        self.num_splits = num_splits
-
     def forward(self, input: Tensor) -> Tensor:
         s = self.num_splits
         if not self.training or s == 1 or input.dim() != 2:
@@ -153,9 +152,6 @@ class SplitBatchNorm1d(nn.BatchNorm1d):
         x = input.reshape(s, N // s, C).transpose(0, 1).reshape(N // s, s * C)  # block j: chunk j
         out = _split_batch_norm(self, x, s)  # (N/s, s*C)
         return out.reshape(N // s, s, C).transpose(0, 1).reshape(N, C)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, num_splits={self.num_splits}"
 
 
 SPLIT_KINDS = (SplitBatchNorm, SplitBatchNorm1d)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from numbers import Real
 from typing import Literal
 
-from infonce._checks import check_unit_interval
+from infonce._checks import check_choice, check_unit_interval
 from infonce.trainer.augment.crop import check_range
 
 __all__ = ["RECIPES", "ViewSpec", "recipe"]
@@ -64,10 +64,7 @@ class ViewSpec:
         set_(self, "scale", check_range("scale", self.scale, upper=1.0))
         set_(self, "ratio", check_range("ratio", self.ratio))
         set_(self, "blur_sigma", check_range("blur_sigma", self.blur_sigma))
-        if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
-                f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
-            )
+        check_choice(self.interpolation, "interpolation", INTERPOLATIONS)
         jitter = self.jitter
         ok = isinstance(jitter, tuple | list) and len(jitter) == 4
         ok = ok and all(isinstance(j, Real) and not isinstance(j, bool) for j in jitter)
@@ -133,8 +130,7 @@ def recipe(name: str, crop_scale: tuple[float, float] | None = None) -> tuple[Vi
         ValueError: ``name`` not in :data:`RECIPES` (the message lists them), or a bad
             ``crop_scale`` (named ``crop_scale``).
     """
-    if name not in RECIPES:
-        raise ValueError(f"augmentation must be one of {tuple(RECIPES)}, got {name!r}")
+    check_choice(name, "augmentation", tuple(RECIPES))
     if crop_scale is None:
         return RECIPES[name]
     scale = check_range("crop_scale", crop_scale, upper=1.0)

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
-from infonce._checks import check_int
+from infonce._checks import check_choice, check_int
 from infonce.trainer.augment.normalization import DATASET_STATS, check_channel_stats
 from infonce.trainer.augment.recipes import recipe
 from infonce.trainer.augment.transforms import eval_transform, view_transform, views_transform
@@ -136,8 +136,7 @@ class ImageDataModule(L.LightningDataModule):
         bad_images: Literal["error", "skip"] = "error",
     ):
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+        check_choice(dataset, "dataset", DATASETS)
         self.views = recipe(augmentation, crop_scale)  # one ViewSpec per view
         check_int(image_size, "image_size")
         check_int(batch_size, "batch_size")
@@ -149,8 +148,7 @@ class ImageDataModule(L.LightningDataModule):
             mean = check_channel_stats("mean", mean, positive=False)
         if std is not None:
             std = check_channel_stats("std", std, positive=True)
-        if bad_images not in BAD_IMAGES:
-            raise ValueError(f"bad_images must be one of {BAD_IMAGES}, got {bad_images!r}")
+        check_choice(bad_images, "bad_images", BAD_IMAGES)
         self.dataset, self.root, self.download = dataset, root, download
         self.augmentation, self.knn_memory, self.image_size = augmentation, knn_memory, image_size
         self.crop_scale = crop_scale

@@ -14,7 +14,7 @@ from torchvision.datasets import CIFAR10, CIFAR100, ImageFolder
 from torchvision.datasets.folder import find_classes
 from torchvision.transforms.functional import pil_to_tensor
 
-from infonce._checks import check_int
+from infonce._checks import check_choice, check_int
 from infonce.trainer.augment.transforms import ResizeIfNeeded
 
 DATASETS = ("cifar10", "cifar100", "folder")
@@ -26,9 +26,7 @@ _CIFAR = {
 
 
 def _check_dataset(dataset: str) -> str:
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-    return dataset
+    return check_choice(dataset, "dataset", DATASETS)
 
 
 class DatasetNotFoundError(FileNotFoundError):
