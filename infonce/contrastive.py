@@ -120,6 +120,8 @@ def supcon(
     normalize: bool = True,
     chunk_size: int | None = None,
     gather_distributed: bool = False,
+    queue: Tensor | None = None,
+    queue_labels: Tensor | None = None,
 ) -> Tensor:
     """Supervised contrastive loss (Khosla et al., 2020, ``L^sup_out``, their eq. 2).
 
@@ -138,6 +140,12 @@ def supcon(
     with positives over all ranks)``: not the local mean, but the ranks' average is the
     global mean exactly. ``sum`` is the local sum times R; ``none`` the local losses.
 
+    With a ``queue`` of labelled keys (a MoCo-style SupCon: keys of earlier batches from a
+    momentum encoder, :class:`infonce.MemoryQueue` with ``labelled=True``), its K rows join
+    every anchor's candidates ``A(a)``, never anchors themselves: those with the anchor's label
+    are positives in ``P(a)``, the others negatives. Under ``gather_distributed`` the queue must
+    be the same on every rank (enqueue every rank's keys, as MoCo does); it is not gathered.
+
     Args:
         features: embeddings of ``views`` augmentations of each of N samples.
         labels: the class of each sample, or None (each sample its own class).
@@ -146,18 +154,23 @@ def supcon(
         normalize: L2-normalise the embeddings first.
         chunk_size: anchors per checkpointed chunk (None: all at once), see the module.
         gather_distributed: gather the views and labels of every rank, see above.
+        queue: (K, D) keys, candidates only, see above; needs ``labels`` and ``queue_labels``.
+        queue_labels: the class of each queued key.
 
     Returns:
         The loss, float32 (float64 for float64 inputs): () or (N, views) for ``"none"``.
 
     Shape:
-        features (N, views, D), labels (N,) integer or None; output () or (N, views).
+        features (N, views, D), labels (N,) integer or None, queue (K, D), queue_labels (K,)
+        integer; output () or (N, views).
 
     Raises:
         ValueError: features not (N, views, D) floating point with N, views, D >= 1, labels
             not an (N,) integer tensor on the features' device, a bad temperature, reduction,
             normalize or chunk_size, ``gather_distributed`` not a bool, ranks with different
-            shapes.
+            shapes; ``queue`` without ``queue_labels`` (or the reverse) or without ``labels``,
+            not floating (K, D) with the features' D, ``queue_labels`` not an (K,) integer
+            tensor, either on another device.
 
     Examples:
         >>> features = torch.randn(128, 2, 64)  # 2 views of 128 images
@@ -167,20 +180,13 @@ def supcon(
     N, V, D = features.shape
     if min(N, V, D) < 1:
         raise ValueError(f"features must be (N, views, D) with all >= 1, got {(N, V, D)}")
+    if queue is not None or queue_labels is not None:
+        _check_queue(queue, queue_labels, labels, features)
     rank, world = _world(gather_distributed)  # every check before the collectives
     if labels is None:  # every sample its own class, over all ranks
         labels = torch.arange(rank * N, (rank + 1) * N, device=features.device)
-    elif (
-        not isinstance(labels, Tensor)
-        or labels.shape != (N,)
-        or labels.dtype.is_floating_point
-        or labels.dtype.is_complex
-        or labels.dtype == torch.bool
-    ):
-        got = describe(labels)
-        raise ValueError(f"labels must be an integer tensor of shape ({N},), got {got}")
     else:
-        check_same_device(labels, "labels", features, "features")
+        _check_integer_labels(labels, "labels", N, features)
     reduction = check_reduction(reduction)
     temperature = _check_hyperparameters(
         temperature, normalize, chunk_size, compute_dtype(features)
@@ -192,13 +198,45 @@ def supcon(
     else:
         views, groups = [views], [groups]
     columns, groups = _anchors_first(views, groups, rank)  # (R*N*V, D), (R*N*V,)
+    if queue is not None:  # candidates after every rank's views: (R*N*V + K, D), (R*N*V + K,)
+        columns, groups = torch.cat([columns, queue]), torch.cat([groups, queue_labels])
     loss, positives = _contrast(columns, groups, N * V, temperature, normalize, chunk_size)
     if reduction == "none":
         return loss.view(N, V)
     if reduction == "sum":
         return loss.sum() * world
     # over the anchors with positives of every rank: |P(a)| is known for all of them here
-    return loss.sum() * world / (positives > 0).sum().clamp_min(1)
+    return loss.sum() * world / (positives[: world * N * V] > 0).sum().clamp_min(1)
+
+
+def _check_integer_labels(labels, name: str, length: int, features: Tensor) -> None:
+    """Raise ValueError unless ``labels`` is an integer (not bool) tensor of shape
+    ``(length,)`` on the features' device."""
+    if (
+        not isinstance(labels, Tensor)
+        or labels.shape != (length,)
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+    ):
+        got = describe(labels)
+        raise ValueError(f"{name} must be an integer tensor of shape ({length},), got {got}")
+    check_same_device(labels, name, features, "features")
+
+
+def _check_queue(queue, queue_labels, labels, features: Tensor) -> None:
+    """The checks of :func:`supcon`'s labelled queue (see its Raises)."""
+    if queue is None or queue_labels is None:
+        missing, given = ("queue", "queue_labels") if queue is None else ("queue_labels", "queue")
+        raise ValueError(f"{given} needs {missing}: the queued keys and their classes go together")
+    if labels is None:
+        raise ValueError("a queue of labelled keys needs labels for the features, got None")
+    check_float_tensor(queue, "queue", ndim=2)
+    D = features.shape[2]
+    if queue.shape[1] != D:
+        raise ValueError(f"queue must be (K, {D}) like the features' D, got {tuple(queue.shape)}")
+    check_same_device(queue, "queue", features, "features")
+    _check_integer_labels(queue_labels, "queue_labels", queue.shape[0], features)
 
 
 def _check_hyperparameters(

@@ -3,7 +3,13 @@
 import torch
 from torch import Tensor, nn
 
-from infonce._checks import check_float_tensor, check_int, check_same_device
+from infonce._checks import (
+    check_bool,
+    check_float_tensor,
+    check_int,
+    check_labels,
+    check_same_device,
+)
 
 __all__ = ["MemoryQueue"]
 
@@ -26,15 +32,20 @@ class MemoryQueue(nn.Module):
     in-place write to the buffer, which its version counter reveals. (A write through
     ``filled.data`` bypasses that counter; don't.)
 
+    With ``labelled=True`` every key carries an int64 label (a ``labels`` buffer (K,), written
+    at the same rows): :meth:`enqueue` then takes ``labels`` and :meth:`keys_and_labels` returns
+    both, for a supervised loss against the queue (``supcon(..., queue=, queue_labels=)``).
+
     Args:
         size: K, the number of keys held (>= 1).
         dim: D, the key dimension (>= 1).
+        labelled: keep a label with every key.
 
     Shape:
-        enqueue: keys (B, D), any B >= 0. negatives: (min(filled, K), D).
+        enqueue: keys (B, D), labels (B,), any B >= 0. negatives: (min(filled, K), D).
 
     Raises:
-        ValueError: ``size`` or ``dim`` not an integer >= 1.
+        ValueError: ``size`` or ``dim`` not an integer >= 1, ``labelled`` not a bool.
 
     Examples:
         >>> queue = MemoryQueue(4096, 128)
@@ -46,24 +57,29 @@ class MemoryQueue(nn.Module):
     ptr: Tensor
     filled: Tensor
 
-    def __init__(self, size: int, dim: int):
+    def __init__(self, size: int, dim: int, labelled: bool = False):
         super().__init__()
         check_int(size, "size")
         check_int(dim, "dim")
-        self.size, self.dim = size, dim
+        check_bool(labelled, "labelled")
+        self.size, self.dim, self.labelled = size, dim, labelled
         self.register_buffer("queue", torch.zeros(size, dim))  # (K, D)
+        if labelled:
+            self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))  # (K,)
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))  # next row to write
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))  # rows written, <= K
         # (filled, its version, its value): the host's copy, valid while the version holds
         self._host_filled: tuple[Tensor, int, int] | None = (self.filled, _version(self.filled), 0)
 
     @torch.no_grad()
-    def enqueue(self, keys: Tensor) -> None:
-        """Write ``keys`` (B, D) at the pointer, wrapping around; never tracks gradients.
+    def enqueue(self, keys: Tensor, labels: Tensor | None = None) -> None:
+        """Write ``keys`` (B, D), and their ``labels`` (B,) int64 in a labelled queue, at the
+        pointer, wrapping around; never tracks gradients.
 
         Raises:
             ValueError: ``keys`` not a floating (B, D) tensor with D equal to the queue's, or
-                not on the queue's device.
+                not on the queue's device; ``labels`` missing for a labelled queue, given to an
+                unlabelled one, or not int64 (B,) on the queue's device.
         """
         check_float_tensor(keys, "keys", ndim=2)
         if keys.shape[1] != self.dim:
@@ -73,6 +89,15 @@ class MemoryQueue(nn.Module):
             )
         check_same_device(keys, "keys", self.queue, "the queue")
         B = keys.shape[0]
+        if self.labelled != (labels is not None):
+            raise ValueError(
+                "labels are needed by a labelled queue (labelled=True)"
+                if self.labelled
+                else "labels given to a queue without labels (MemoryQueue(..., labelled=False))"
+            )
+        if labels is not None:
+            check_labels(labels, "labels", B, rows_of="keys", read=False)
+            check_same_device(labels, "labels", self.queue, "the queue")
         if B == 0:
             return
         known = self._known_filled()
@@ -80,6 +105,8 @@ class MemoryQueue(nn.Module):
         n = keys.shape[0]
         rows = (self.ptr + torch.arange(n, device=self.queue.device)) % self.size  # (n,)
         self.queue.index_copy_(0, rows, keys)
+        if labels is not None:
+            self.labels.index_copy_(0, rows, labels[-self.size :])
         self.ptr.copy_((self.ptr + n) % self.size)
         self.filled.copy_(torch.clamp(self.filled + n, max=self.size))
         if known is not None:
@@ -91,6 +118,20 @@ class MemoryQueue(nn.Module):
         Row order is storage order, not age; InfoNCE does not depend on the order.
         """
         return self.queue[: self.num_keys].clone()
+
+    def keys_and_labels(self) -> tuple[Tensor, Tensor]:
+        """The keys written so far and their labels, ``(n, D)`` and ``(n,)`` int64 (n the
+        :attr:`num_keys`), copies in the same row order.
+
+        Raises:
+            ValueError: the queue is not ``labelled``.
+        """
+        if not self.labelled:
+            raise ValueError(
+                "keys_and_labels needs a labelled queue (MemoryQueue(..., labelled=True))"
+            )
+        n = self.num_keys
+        return self.queue[:n].clone(), self.labels[:n].clone()
 
     @property
     def num_keys(self) -> int:
@@ -117,7 +158,7 @@ class MemoryQueue(nn.Module):
         self._host_filled = None  # loaded (maybe by assignment): read the buffer next time
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, dim={self.dim}"
+        return f"size={self.size}, dim={self.dim}" + (", labelled=True" if self.labelled else "")
 
 
 def _version(tensor: Tensor) -> int:

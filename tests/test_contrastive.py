@@ -13,19 +13,23 @@ def _unit(v):
     return v / v.norm()
 
 
-def reference_supcon(features, labels, T):
-    """Khosla et al. eq. 2, a loop over anchors; anchors without positives are left out."""
+def reference_supcon(features, labels, T, queue=None, queue_labels=None):
+    """Khosla et al. eq. 2, a loop over anchors; anchors without positives are left out. The
+    queued keys are candidates of every anchor, never anchors."""
     N, V, _ = features.shape
     views = [(_unit(features[n, v]), int(labels[n])) for n in range(N) for v in range(V)]
+    queued = [] if queue is None else zip(queue, queue_labels, strict=True)
+    keys = [(_unit(k), int(y)) for k, y in queued]
+    candidates = views + keys
     losses, per_anchor = [], []
     for a, (za, ya) in enumerate(views):
-        others = [j for j in range(len(views)) if j != a]
-        denom = sum(math.exp(float(za @ views[j][0]) / T) for j in others)
-        positives = [j for j in others if views[j][1] == ya]
+        others = [j for j in range(len(candidates)) if j != a]
+        denom = sum(math.exp(float(za @ candidates[j][0]) / T) for j in others)
+        positives = [j for j in others if candidates[j][1] == ya]
         if not positives:
             per_anchor.append(0.0)
             continue
-        terms = [math.log(math.exp(float(za @ views[p][0]) / T) / denom) for p in positives]
+        terms = [math.log(math.exp(float(za @ candidates[p][0]) / T) / denom) for p in positives]
         per_anchor.append(-sum(terms) / len(positives))
         losses.append(per_anchor[-1])
     mean = sum(losses) / len(losses) if losses else 0.0
@@ -71,6 +75,37 @@ def test_supcon_equals_the_papers_loop_with_repeated_labels(V, chunk_size):
         supcon(f, labels, 0.1, reduction="none", chunk_size=chunk_size), per_anchor,
         rtol=1e-11, atol=1e-12,
     )  # fmt: skip
+
+
+@pytest.mark.parametrize("V", [1, 2])
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_supcon_against_a_queue_of_labelled_keys_equals_the_loop(V, chunk_size):
+    f = _views(N=5, V=V)
+    labels = torch.tensor([0, 1, 0, 2, 4])  # 4: no positive in the batch, one in the queue
+    queue = _views(N=6, V=1, seed=1)[:, 0]  # (6, 5) keys of earlier batches
+    queue_labels = torch.tensor([1, 3, 0, 3, 4, 1], dtype=torch.int32)  # 3: never an anchor's
+    mean, per_anchor = reference_supcon(f, labels, 0.2, queue, queue_labels)
+    kwargs = dict(chunk_size=chunk_size, queue=queue, queue_labels=queue_labels)
+    assert supcon(f, labels, 0.2, **kwargs).item() == pytest.approx(mean, rel=1e-11)
+    torch.testing.assert_close(
+        supcon(f, labels, 0.2, reduction="none", **kwargs), per_anchor, rtol=1e-11, atol=1e-12
+    )
+    assert per_anchor[4].gt(0).all()  # the queue gave label 4 its positive
+    empty = supcon(f, labels, 0.2, queue=queue[:0], queue_labels=queue_labels[:0])
+    assert empty.item() == pytest.approx(supcon(f, labels, 0.2).item(), rel=1e-14)
+
+
+def test_gradcheck_through_a_queue_of_labelled_keys():
+    f = _views(N=4, V=2, D=3).requires_grad_()
+    queue = _views(N=5, V=1, D=3, seed=2)[:, 0].requires_grad_()
+    queue_labels = torch.tensor([0, 2, 1, 0, 2])
+
+    labels = torch.tensor([0, 1, 0, 3])
+
+    def call(f, q):
+        return supcon(f, labels, 0.3, "none", queue=q, queue_labels=queue_labels)
+
+    assert torch.autograd.gradcheck(call, (f, queue))
 
 
 def test_supcon_with_unique_labels_is_exactly_nt_xent():
@@ -128,6 +163,7 @@ def test_loss_is_float32_under_bfloat16_autocast():
 
 
 Z, Z5, F3 = torch.randn(4, 3), torch.randn(5, 3), torch.randn(4, 2, 3)
+Q3, L4 = torch.randn(4, 3), torch.tensor([0, 1, 0, 1])
 
 
 @pytest.mark.parametrize(
@@ -145,6 +181,33 @@ Z, Z5, F3 = torch.randn(4, 3), torch.randn(5, 3), torch.randn(4, 2, 3)
         ),
         (supcon, (F3, torch.zeros(4)), {}, r"integer tensor of shape \(4,\), .*torch.float32"),
         (supcon, (F3,), {"reduction": "avg"}, "reduction must be one of"),
+        (supcon, (F3, L4), {"queue": Q3}, "queue needs queue_labels"),
+        (supcon, (F3, L4), {"queue_labels": L4}, "queue_labels needs queue"),
+        (supcon, (F3,), {"queue": Q3, "queue_labels": L4}, "queue of labelled keys needs labels"),
+        (
+            supcon,
+            (F3, L4),
+            {"queue": Z5[:, :2], "queue_labels": L4[:1].repeat(5)},
+            r"queue must be \(K, 3\) like the features' D, got \(5, 2\)",
+        ),  # fmt: skip
+        (
+            supcon,
+            (F3, L4),
+            {"queue": Q3.long(), "queue_labels": L4},
+            "queue must be a floating-point tensor, got dtype torch.int64",
+        ),  # fmt: skip
+        (
+            supcon,
+            (F3, L4),
+            {"queue": Q3, "queue_labels": L4[:3]},
+            r"queue_labels must be an integer tensor of shape \(4,\), got shape \(3,\)",
+        ),
+        (
+            supcon,
+            (F3, L4),
+            {"queue": Q3, "queue_labels": L4.float()},
+            r"queue_labels must be an integer tensor .*torch.float32",
+        ),
     ],
 )
 def test_bad_inputs_are_value_errors_naming_them(fn, args, kwargs, match):

@@ -187,16 +187,21 @@ def test_linear_probe_top1_under_ddp_equals_one_process(tiny_folder, tmp_path):
     assert top1(one) == top1(two)
 
 
-@pytest.mark.parametrize("method", ["simclr", "moco_v3", "supcon"])
+@pytest.mark.parametrize(
+    "method, extra",
+    [("simclr", []), ("moco_v3", []), ("supcon", []), ("supcon", ["--model.queue_size", "20"])],
+    ids=["simclr", "moco_v3", "supcon", "supcon_queue"],
+)
 def test_every_method_on_two_processes_trains_as_one_process_of_twice_the_batch(
-    method, tiny_folder, tmp_path
+    method, extra, tiny_folder, tmp_path
 ):
     """2 x 8 images == 16 in one process, in float64: SimCLR's and SupCon's embeddings (and
-    labels) gathered with their gradient, MoCo v3's keys gathered; each rank's BatchNorm
-    groups (backbone and heads) are the one process's split groups."""
+    labels) gathered with their gradient, MoCo v3's keys gathered, SupCon's queue of labelled
+    keys filled with every rank's keys (equal on both ranks); each rank's BatchNorm groups
+    (backbone and heads) are the one process's split groups."""
     common = [
         *tiny_args(tiny_folder, "--trainer.max_steps", "3", "--trainer.precision", "64-true",
-                   method=method),
+                   *extra, method=method),
         "--data.resident", "false", "--data.num_workers", "0",
     ]  # fmt: skip
     single, rank0, rank1 = one_process_of_16_and_two_of_8(common, tmp_path)

@@ -131,3 +131,43 @@ def test_num_keys_is_tracked_on_the_host_and_reread_after_any_other_write(monkey
         frozen.enqueue(torch.randn(2, 4))
         frozen.filled.fill_(1)
         assert frozen.num_keys == 1
+
+
+def test_a_labelled_queue_keeps_each_label_with_its_key_through_wraps_and_state_dicts():
+    queue = MemoryQueue(5, 2, labelled=True)
+    keys = torch.arange(14.0).view(7, 2)  # row i holds (2i, 2i + 1)
+    queue.enqueue(keys[:3], torch.arange(3))
+    queue.enqueue(keys[3:7], torch.arange(3, 7))  # wraps: rows 3, 4, 0, 1
+    held, labels = queue.keys_and_labels()
+    assert labels.tolist() == [5, 6, 2, 3, 4]
+    assert torch.equal(held[:, 0] / 2, labels.float())  # every label beside its own key
+    restored = MemoryQueue(5, 2, labelled=True)
+    restored.load_state_dict(copy.deepcopy(queue.state_dict()))
+    for q in (queue, restored):
+        q.enqueue(keys[:6], torch.arange(10, 16))  # larger than K: the newest 5
+    assert torch.equal(queue.labels, restored.labels)
+    assert queue.keys_and_labels()[1].tolist() == [14, 15, 11, 12, 13]  # from row 2 on
+    assert "labelled=True" in repr(queue)
+
+
+@pytest.mark.parametrize(
+    "labelled, labels, match",
+    [
+        (True, None, "labels are needed by a labelled queue"),
+        (False, torch.zeros(2, dtype=torch.long), "labels given to a queue without labels"),
+        (True, torch.zeros(3, dtype=torch.long), r"labels must be an int64 tensor of shape \(2,\)"),
+        (True, torch.zeros(2, dtype=torch.int32), r"labels must be an int64 .*torch.int32"),
+    ],
+)
+def test_labels_must_match_the_queue_and_the_keys(labelled, labels, match):
+    queue = MemoryQueue(4, 3, labelled=labelled)
+    with pytest.raises(ValueError, match=match):
+        queue.enqueue(torch.zeros(2, 3), labels)
+    assert queue.num_keys == 0
+
+
+def test_keys_and_labels_needs_a_labelled_queue():
+    with pytest.raises(ValueError, match="keys_and_labels needs a labelled queue"):
+        MemoryQueue(4, 3).keys_and_labels()
+    with pytest.raises(ValueError, match="labelled must be True or False, got 1"):
+        MemoryQueue(4, 3, labelled=1)

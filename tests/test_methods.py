@@ -54,13 +54,17 @@ def nt_xent_loop(z1, z2, t):
     return total / (2 * n)
 
 
-def supcon_loop(z, labels, t):
-    """Khosla et al.'s L_out: z (N, V, D); every other view of the class is a positive."""
+def supcon_loop(z, labels, t, queue=None, queue_labels=None):
+    """Khosla et al.'s L_out: z (N, V, D); every other view of the class is a positive; the
+    queued keys (K, D) are candidates too, never anchors."""
     n, v, _ = z.shape
     flat, classes = F.normalize(z.reshape(n * v, -1), dim=1), labels.repeat_interleave(v)
+    if queue is not None:
+        flat = torch.cat([flat, F.normalize(queue.to(flat.dtype), dim=1)])
+        classes = torch.cat([classes, queue_labels])
     losses = []
     for a in range(n * v):
-        others = [j for j in range(n * v) if j != a]
+        others = [j for j in range(len(flat)) if j != a]
         lse = torch.logsumexp(torch.stack([flat[a] @ flat[j] / t for j in others]), 0)
         positives = [j for j in others if classes[j] == classes[a]]
         if positives:
@@ -75,15 +79,17 @@ def moco_v3_builder(q, k, t):
     return torch.stack(rows).mean() * (2 * t)
 
 
-def expected_loss(name: str, model, batch) -> torch.Tensor:
-    """The loss of a method's step from its networks, written out; float64."""
+def expected_loss(name: str, model, batch, t: float) -> torch.Tensor:
+    """The loss of a method's step at temperature ``t`` from its networks, written out; float64."""
     (x1, x2), y = batch
     x1, x2 = x1.double(), x2.double()
-    t = model.hparams.temperature
     if name == "simclr":
         return nt_xent_loop(model.encoder(x1), model.encoder(x2), t)
-    if name == "supcon":
-        return supcon_loop(torch.stack([model.encoder(x1), model.encoder(x2)], 1), y, t)
+    if name in ("supcon", "supcon_queue"):
+        queued = model.queue.keys_and_labels() if model.queue is not None else (None, None)
+        if queued[0] is not None and len(queued[0]) == 0:
+            queued = (None, None)
+        return supcon_loop(torch.stack([model.encoder(x1), model.encoder(x2)], 1), y, t, *queued)
     if name == "moco_v3":
         q1, q2 = model.predictor(model.encoder(x1)), model.predictor(model.encoder(x2))
         k1, k2 = model.momentum_encoder(x1), model.momentum_encoder(x2)
@@ -107,17 +113,77 @@ def test_each_method_trains_and_reports_knn_and_online_linear_top1(name, tiny_fo
     assert any(k.startswith("0.") for k in moved) and any(k.startswith("1.") for k in moved)
 
 
-@pytest.mark.parametrize("name", ["simclr", "moco_v3", "supcon"])
-def test_a_step_computes_the_methods_loss_as_its_source_writes_it(name, tiny_folder):
-    model = tiny_method(name, online_probe=False)
-    recorder = fit(model, tiny_folder, 2, precision="64-true")
-    for state, batch, loss in zip(recorder.states, recorder.batches, recorder.losses, strict=True):
-        reference = tiny_method(name, online_probe=False).double()
+COSINE_T = dict(temperature_schedule="cosine", temperature_min=0.1, temperature_max=0.9,
+                temperature_period_epochs=2.0)  # fmt: skip  # 3 steps an epoch: 6 a period
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+@pytest.mark.parametrize("name", ["simclr", "moco_v3", "supcon", "supcon_queue"])
+def test_a_step_computes_the_methods_loss_as_its_source_writes_it(name, schedule, tiny_folder):
+    """Every step's loss from the networks before it, at the step's T (the method's, or
+    Kukleva et al.'s cosine written out: 0.9 at step 0, 0.1 at step 3)."""
+    args = dict(online_probe=False, **(COSINE_T if schedule == "cosine" else {}))
+    model = tiny_method(name, **args)
+    recorder = fit(model, tiny_folder, 4, precision="64-true")  # supcon_queue: empty, 8, 16, 20
+    for step, (state, batch, loss) in enumerate(
+        zip(recorder.states, recorder.batches, recorder.losses, strict=True)
+    ):
+        reference = tiny_method(name, **args).double()
         reference.load_state_dict(state)
         reference.train()
+        t = model.hparams.temperature
+        if schedule == "cosine":
+            t = 0.1 + 0.4 * (1 + math.cos(2 * math.pi * (step / 3) / 2.0))
         with torch.no_grad():
-            expected = expected_loss(name, reference, batch)
+            expected = expected_loss(name, reference, batch, t)
         assert float(loss) == pytest.approx(float(expected), rel=1e-10)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_a_scheduled_temperature_is_logged_and_resumes_exactly(name, tiny_folder, tmp_path):
+    """train/temperature follows the cosine step by step, and a run stopped at step 2 and
+    resumed to 5 equals a straight run (the schedule is a function of the step alone)."""
+    logged = []
+
+    class Temperatures(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            logged.append(float(trainer.callback_metrics["train/temperature"]))
+
+    torch.manual_seed(0)
+    straight = tiny_method(name, **COSINE_T)
+    fit(straight, tiny_folder, 5, max_epochs=3, callbacks=[Temperatures()])
+    expected = [0.1 + 0.4 * (1 + math.cos(2 * math.pi * (s / 3) / 2.0)) for s in range(5)]
+    assert logged == pytest.approx(expected, abs=1e-6)  # logged in float32
+    torch.manual_seed(0)
+    saves = RunCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=0, every_n_train_steps=1)
+    first = trainer(max_steps=2, max_epochs=3, callbacks=[saves], enable_checkpointing=True)
+    first.fit(tiny_method(name, **COSINE_T), tiny_data(tiny_folder))
+    resumed = tiny_method(name, **COSINE_T)
+    trainer(max_steps=5, max_epochs=3).fit(
+        resumed, tiny_data(tiny_folder), ckpt_path=tmp_path / "last.ckpt"
+    )
+    for key, tensor in straight.state_dict().items():
+        assert torch.equal(tensor, resumed.state_dict()[key]), key
+
+
+def test_supcon_enqueues_the_momentum_encoders_keys_of_the_second_view_with_their_labels(
+    tiny_folder,
+):
+    model = tiny_method("supcon_queue", online_probe=False, momentum=0.5)
+    recorder = fit(model, tiny_folder, 1, precision="64-true")
+    reference = tiny_method("supcon_queue", online_probe=False, momentum=0.5).double()
+    reference.load_state_dict(recorder.states[0])
+    (_, x2), y = recorder.batches[0]
+    with torch.no_grad():
+        keys = F.normalize(reference.train().momentum_encoder(x2.double()), dim=1)
+    queued, labels = model.queue.keys_and_labels()
+    torch.testing.assert_close(queued, keys, rtol=1e-12, atol=1e-12)
+    assert torch.equal(labels, y)
+    for name, tensor in model.momentum_encoder.state_dict().items():  # m = 0.5: halfway
+        if tensor.is_floating_point() and "running_" not in name:
+            before = reference.momentum_encoder.state_dict()[name]
+            after = model.encoder.state_dict()[name]
+            torch.testing.assert_close(tensor, 0.5 * before + 0.5 * after, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -206,8 +272,15 @@ BAD_ARGUMENTS = [
     ("supcon", "temperature", -0.1, "temperature"),
     ("supcon", "gather_distributed", 1, "gather_distributed"),
     ("supcon", "warmup_epochs", -1.0, "warmup_epochs"),
+    ("supcon", "queue_size", -1, "queue_size"),
+    ("supcon", "momentum", 1.5, "momentum"),
+    ("supcon", "momentum_schedule", "step", "momentum_schedule"),
     ("moco", "lr_schedule", "step", "lr_schedule"),
     ("moco", "probe_lr", 0.0, "probe_lr"),
+    ("simclr", "temperature_schedule", "step", "temperature_schedule"),
+    ("supcon", "temperature_min", 0.0, "temperature_min"),
+    ("moco_v3", "temperature_period_epochs", 0.0, "temperature_period_epochs"),
+    ("moco", "temperature_max", float("nan"), "temperature_max"),
 ]
 
 
@@ -256,3 +329,11 @@ def test_moco_v3_loss_passes_gradcheck():
     q = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
     k = torch.randn(10, 4, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda q: moco_v3_loss(q, k, 1, 0.3), (q,))
+
+
+def test_a_learned_and_a_scheduled_temperature_cannot_both_set_t():
+    with pytest.raises(ValueError, match="learnable_temperature: true learns T, "
+                                         "temperature_schedule: cosine sets it"):  # fmt: skip
+        tiny_method("moco", learnable_temperature=True, temperature_schedule="cosine")
+    with pytest.raises(ValueError, match="temperature_min must be <= temperature_max, got 0.5 >"):
+        tiny_method("simclr", temperature_min=0.5, temperature_max=0.2)

@@ -9,7 +9,7 @@ from torch import nn
 
 from infonce.trainer.heads import moco_v3_mlp, projection_head, simclr_projector
 from infonce.trainer.lars import LARS
-from infonce.trainer.schedules import lr_factor
+from infonce.trainer.schedules import lr_factor, temperature_at
 
 
 def test_cosine_annealing_per_epoch_is_torchs_cosine_annealing_lr_stepped_each_epoch():
@@ -45,6 +45,22 @@ def test_cosine_with_warmup_is_linear_then_a_per_step_cosine_to_zero():
         expected = 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - warmup)))
         assert factors[s] == pytest.approx(expected, abs=1e-12)
     assert lr_factor(5, 10, 2, 0, "constant") == 1.0
+
+
+def test_cosine_temperature_is_kukleva_et_als_schedule():
+    """T = min + (max - min)(1 + cos(2 pi t / P)) / 2, t in epochs, moving every step."""
+    at = lambda step: temperature_at(0.2, "cosine", step, 10, 0.1, 1.0, 4.0)  # noqa: E731
+    assert at(0) == 1.0  # max at the start
+    assert at(20) == pytest.approx(0.1, abs=1e-15)  # half a period (2 epochs of 10 steps): min
+    assert at(40) == pytest.approx(1.0) and at(80) == pytest.approx(1.0)  # every period
+    assert at(10) == pytest.approx(0.55)  # a quarter: the middle
+    for step in range(0, 81, 3):  # the paper's formula, step by step
+        expected = 0.1 + 0.5 * 0.9 * (1 + math.cos(2 * math.pi * (step / 10) / 4.0))
+        assert at(step) == pytest.approx(expected, abs=1e-15)
+    assert at(1) < at(0)  # within an epoch too
+    assert temperature_at(0.2, "constant", 17, 10, 0.1, 1.0, 4.0) == 0.2
+    with pytest.raises(ValueError, match="temperature_schedule must be one of"):
+        temperature_at(0.2, "linear", 0, 10, 0.1, 1.0, 4.0)
 
 
 def test_an_unknown_schedule_is_refused_by_name():

@@ -39,15 +39,18 @@ def tiny_moco(**overrides) -> MoCo:
     return MoCo(**(args | overrides))
 
 
-METHODS = ("moco", "simclr", "moco_v3", "supcon")
+METHODS = ("moco", "simclr", "moco_v3", "supcon", "supcon_queue")
 _TINY_HEADS = dict(backbone="convnet", bn_splits=4, hidden_dim=32, feature_dim=16)
 
 
 def tiny_method(name: str, **overrides) -> ContrastiveMethod:
     """Every method of :data:`METHODS` sized for the tiny folder: the convnet, 4 BN splits,
-    heads of width 32 to 16 (MoCo: :func:`tiny_moco`); otherwise each method's defaults."""
+    heads of width 32 to 16 (MoCo: :func:`tiny_moco`); otherwise each method's defaults.
+    ``supcon_queue``: SupCon with a queue of 20 labelled keys (it wraps in the third step)."""
     if name == "moco":
         return tiny_moco(**overrides)
+    if name == "supcon_queue":
+        return SupCon(**(_TINY_HEADS | {"queue_size": 20} | overrides))
     cls = {"simclr": SimCLR, "moco_v3": MoCoV3, "supcon": SupCon}[name]
     return cls(**(_TINY_HEADS | overrides))
 

@@ -44,7 +44,13 @@ from infonce.trainer.rng import (
     restore_rng_states,
     rng_states,
 )
-from infonce.trainer.schedules import LR_SCHEDULES, LRSchedule, lr_factor
+from infonce.trainer.schedules import (
+    LR_SCHEDULES,
+    TEMPERATURE_SCHEDULES,
+    LRSchedule,
+    lr_factor,
+    temperature_at,
+)
 from infonce.trainer.split_batchnorm import split_batchnorms
 
 __all__ = ["OPTIMIZERS", "ContrastiveMethod", "NonFiniteLossError"]
@@ -55,6 +61,7 @@ _CHOICES = {
     "lr_schedule": LR_SCHEDULES,
     "knn_feature": ("backbone", "head"),
     "nonfinite_loss": ("error", "skip"),
+    "temperature_schedule": TEMPERATURE_SCHEDULES,
 }
 
 
@@ -82,6 +89,11 @@ class ContrastiveMethod(L.LightningModule):
         warmup_epochs: linear warm-up, fractions allowed.
         lr_schedule: ``cosine`` (per step), ``cosine_per_epoch`` (the MoCo demo's) or
             ``constant``; see :func:`infonce.trainer.schedules.lr_factor`.
+        temperature_schedule: ``constant`` (the method's ``temperature``) or ``cosine``
+            between ``temperature_min`` and ``temperature_max`` with a period of
+            ``temperature_period_epochs`` (Kukleva et al.; see
+            :func:`infonce.trainer.schedules.temperature_at`), logged as ``train/temperature``.
+        temperature_min, temperature_max, temperature_period_epochs: the cosine's.
         knn_k, knn_temperature: the weighted kNN monitor (200 and 0.1 in the MoCo demo).
         knn_feature: what the kNN compares: ``backbone`` features or the ``head``'s output.
         diagnostics_images: the diagnostics' fixed images per validation; 0 turns them off.
@@ -115,6 +127,10 @@ class ContrastiveMethod(L.LightningModule):
         lars_eta: float = 0.02,
         warmup_epochs: float = 0.0,
         lr_schedule: LRSchedule = "cosine",
+        temperature_schedule: Literal["constant", "cosine"] = "constant",
+        temperature_min: float = 0.1,
+        temperature_max: float = 1.0,
+        temperature_period_epochs: float = 400.0,
         knn_k: int = 200,
         knn_temperature: float = 0.1,
         knn_feature: Literal["backbone", "head"] = "backbone",
@@ -143,6 +159,14 @@ class ContrastiveMethod(L.LightningModule):
         check_int(knn_k, "knn_k")
         check_int(diagnostics_images, "diagnostics_images", minimum=0)
         check_temperature(knn_temperature, "knn_temperature")
+        check_temperature(temperature_min, "temperature_min")
+        check_temperature(temperature_max, "temperature_max")
+        if temperature_min > temperature_max:
+            raise ValueError(f"temperature_min must be <= temperature_max, got "
+                             f"{temperature_min} > {temperature_max}")  # fmt: skip
+        if not (math.isfinite(temperature_period_epochs) and temperature_period_epochs > 0):
+            raise ValueError(f"temperature_period_epochs must be > 0, got "
+                             f"{temperature_period_epochs}")  # fmt: skip
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.probe: nn.Linear | None = None  # built at setup, when the classes are known
         self._probe_counts: Tensor | None = None  # (correct, seen) of this validation
@@ -320,6 +344,26 @@ class ContrastiveMethod(L.LightningModule):
         per_epoch = self.steps_per_epoch()
         warmup = round(self.hparams.warmup_epochs * per_epoch)
         return lr_factor(step, self.total_steps(), per_epoch, warmup, self.hparams.lr_schedule)
+
+    def scheduled_temperature(self, temperature: float, step: int | None = None) -> float:
+        """The loss's ``T`` at ``step`` (the current one by default): ``temperature`` under
+        the ``constant`` schedule, else the ``temperature_schedule``'s value; a pure function
+        of the step, so a resumed run follows it exactly. Outside ``fit`` (a ``validate`` of a
+        checkpoint: its diagnostics) there are no epochs to place the step in: ``temperature``."""
+        hp = self.hparams
+        if hp.temperature_schedule == "constant" or self.trainer.state.fn != "fit":
+            return temperature
+        step = self.global_step if step is None else step
+        return temperature_at(temperature, hp.temperature_schedule, step, self.steps_per_epoch(),
+                              hp.temperature_min, hp.temperature_max,
+                              hp.temperature_period_epochs)  # fmt: skip
+
+    def log_temperature(self, temperature: float | Tensor) -> None:
+        """``train/temperature`` when it moves (a schedule, or a learned ``T``)."""
+        if isinstance(temperature, Tensor):
+            self.log("train/temperature", temperature.detach())
+        elif self.hparams.temperature_schedule != "constant":
+            self.log_number("train/temperature", temperature)
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole schedule: ``max_epochs`` worth when set, else

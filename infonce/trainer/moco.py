@@ -67,11 +67,12 @@ class MoCo(ContrastiveMethod):
         momentum_schedule: ``constant``, or ``cosine`` from ``m`` to 1 over training (BYOL).
         symmetric: add the loss with the views swapped (loss_12 + loss_21, the demo's) and
             enqueue both views' keys.
-        **kwargs: :class:`~infonce.trainer.base.ContrastiveMethod`'s arguments.
+        **kwargs: :class:`~infonce.trainer.base.ContrastiveMethod`'s arguments (among them
+            ``temperature_schedule``, which replaces ``temperature`` when not ``constant``).
 
     Logged: ``train/loss``, ``train/acc`` ((K+1)-way top-1 of the positive), ``train/pos_logit``,
     ``train/neg_logit``, ``train/lr``, ``train/momentum``, ``train/queue_filled``,
-    ``train/images_per_s``, ``train/temperature`` when learned, and the evaluation.
+    ``train/images_per_s``, ``train/temperature`` when learned or scheduled, and the evaluation.
     """
 
     RESUME_FIXED = (*ContrastiveMethod.RESUME_FIXED, "head", "feature_dim", "hidden_dim",
@@ -121,6 +122,11 @@ class MoCo(ContrastiveMethod):
         self.queue = MemoryQueue(queue_size, feature_dim)  # (K, feature_dim)
         self.temperature = None
         if learnable_temperature:
+            if self.hparams.temperature_schedule != "constant":
+                raise ValueError(
+                    "learnable_temperature: true learns T, temperature_schedule: "
+                    f"{self.hparams.temperature_schedule} sets it: choose one"
+                )
             try:
                 self.temperature = LearnableTemperature(temperature)
             except ValueError as error:  # said with this module's argument name
@@ -188,8 +194,7 @@ class MoCo(ContrastiveMethod):
         self.log_number("train/lr", self.optimizers().param_groups[0]["lr"])
         self.log_number("train/momentum", self.current_momentum())
         self.log("train/queue_filled", self.queue.filled.float())
-        if self.temperature is not None:
-            self.log("train/temperature", self.temperature().detach())
+        self.log_temperature(self.current_temperature())
         return loss + self.probe_loss(features, labels)
 
     @torch.no_grad()
@@ -222,7 +227,9 @@ class MoCo(ContrastiveMethod):
 
     def current_temperature(self) -> float | Tensor:
         """``T``: the fixed float, or the learned one as a 0-d tensor carrying gradients."""
-        return self.hparams.temperature if self.temperature is None else self.temperature()
+        if self.temperature is None:
+            return self.scheduled_temperature(self.hparams.temperature)
+        return self.temperature()
 
     def current_momentum(self) -> float:
         hp = self.hparams

@@ -115,19 +115,21 @@ class MoCoV3(ContrastiveMethod):
         q2 = self.predictor(self.encoder(x2))  # (B, D)
         with torch.no_grad():  # the targets
             k1, k2 = self.momentum_encoder(x1), self.momentum_encoder(x2)  # (B, D) each
-        loss = self.contrast(q1, k2) + self.contrast(q2, k1)
+        temperature = self.scheduled_temperature(self.hparams.temperature)
+        loss = self.contrast(q1, k2, temperature) + self.contrast(q2, k1, temperature)
         loss = self.checked(loss, batch_idx, buffers)
         if loss is None:
             return None
+        self.log_temperature(temperature)
         self.log("train/loss", loss, prog_bar=self.bar_shown())
         self.log_number("train/lr", self.optimizers().param_groups[0]["lr"])
         self.log_number("train/momentum", self.current_momentum())
         return loss + self.probe_loss(features, labels)
 
-    def contrast(self, q: Tensor, k: Tensor) -> Tensor:
+    def contrast(self, q: Tensor, k: Tensor, temperature: float) -> Tensor:
         """:func:`moco_v3_loss` against the keys of every rank (gathered, no gradient)."""
         keys = self.all_gather(k).flatten(0, 1) if self.world() > 1 else k  # (R * B, D)
-        return moco_v3_loss(q, keys, self.global_rank, self.hparams.temperature)
+        return moco_v3_loss(q, keys, self.global_rank, temperature)
 
     def current_momentum(self) -> float:
         hp = self.hparams
@@ -145,4 +147,4 @@ class MoCoV3(ContrastiveMethod):
     def diagnostic_embeddings(self, x1: Tensor, x2: Tensor):
         q = F.normalize(self.predictor(self.encoder(x1)).float(), dim=1)  # (n, D)
         k = F.normalize(self.momentum_encoder(x2).float(), dim=1)  # (n, D)
-        return q, k, None, self.hparams.temperature
+        return q, k, None, self.scheduled_temperature(self.hparams.temperature)

@@ -13,15 +13,46 @@ from infonce.momentum import cosine_momentum
 __all__ = [
     "LR_SCHEDULES",
     "MOMENTUM_SCHEDULES",
+    "TEMPERATURE_SCHEDULES",
     "LRSchedule",
     "cosine_momentum",
     "lr_factor",
     "momentum_at",
+    "temperature_at",
 ]
 
 LRSchedule = Literal["cosine", "cosine_per_epoch", "cosine_annealing_per_epoch", "constant"]
 LR_SCHEDULES = get_args(LRSchedule)
 MOMENTUM_SCHEDULES = ("constant", "cosine")
+TEMPERATURE_SCHEDULES = ("constant", "cosine")
+
+
+def temperature_at(
+    temperature: float,
+    schedule: str,
+    step: int,
+    steps_per_epoch: int,
+    minimum: float,
+    maximum: float,
+    period_epochs: float,
+) -> float:
+    """The contrastive loss's ``T`` at optimizer ``step``.
+
+    - ``constant``: ``temperature`` throughout;
+    - ``cosine``: Kukleva et al. (ICLR 2023, "Temperature Schedules for self-supervised
+      contrastive methods on long-tail data"), ``T = min + (max - min) (1 + cos(2 pi t / P)) / 2``
+      with ``t`` the epochs so far (``step / steps_per_epoch``, fractional: it moves every
+      step) and ``P`` the period in epochs: ``max`` at the start and after every period,
+      ``min`` half a period in (the paper: 0.1 to 1.0). ``temperature`` is not used.
+
+    Raises:
+        ValueError: an unknown ``schedule``.
+    """
+    check_choice(schedule, "temperature_schedule", TEMPERATURE_SCHEDULES)
+    if schedule == "constant":
+        return temperature
+    phase = 2.0 * math.pi * (step / steps_per_epoch) / period_epochs
+    return minimum + 0.5 * (maximum - minimum) * (1.0 + math.cos(phase))
 
 
 def momentum_at(momentum: float, schedule: str, step: int, total_steps: int) -> float:

@@ -84,11 +84,13 @@ class SimCLR(ContrastiveMethod):
         features = self.encoder[0](x1)  # (B, F)
         z1, z2 = self.encoder[1](features), self.encoder(x2)  # (B, D) each
         hp = self.hparams
-        loss = nt_xent(z1, z2, hp.temperature, decoupled=hp.decoupled,
+        temperature = self.scheduled_temperature(hp.temperature)
+        loss = nt_xent(z1, z2, temperature, decoupled=hp.decoupled,
                        gather_distributed=hp.gather_distributed)  # fmt: skip
         loss = self.checked(loss, batch_idx, buffers)
         if loss is None:
             return None
+        self.log_temperature(temperature)
         self.log("train/loss", loss, prog_bar=self.bar_shown())
         self.log_number("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss + self.probe_loss(features, labels)

@@ -12,16 +12,34 @@ Where this differs: the warm-up starts from 0 (solo-learn: 3e-5); the loss is Kh
 
 Under DDP every rank's embeddings and labels are gathered (``gather_distributed``): R processes
 of B images train as one process of R x B.
+
+``queue_size: K`` adds a MoCo-style memory (not in solo-learn's recipe): a momentum encoder
+(EMA ``m``) encodes the second view of each image, and the last K of those keys, with their
+labels, are candidates of every anchor beside the batch (``supcon(..., queue=)``): more
+positives of each class and more negatives per step than the batch holds. Every rank enqueues
+the keys of all ranks, so the queues stay equal; the queue and its labels are in checkpoints.
 """
 
+import copy
+from typing import Literal
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from infonce._checks import check_bool, check_int, check_temperature
+from infonce._checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_temperature,
+    check_unit_interval,
+)
 from infonce.contrastive import supcon
+from infonce.memory_queue import MemoryQueue
+from infonce.momentum import momentum_update
 from infonce.trainer.base import ContrastiveMethod
 from infonce.trainer.heads import projection_head
-from infonce.trainer.schedules import LRSchedule
+from infonce.trainer.schedules import MOMENTUM_SCHEDULES, LRSchedule, momentum_at
 
 __all__ = ["SupCon"]
 
@@ -34,12 +52,18 @@ class SupCon(ContrastiveMethod):
         feature_dim: the projector's output.
         temperature: ``T``.
         gather_distributed: contrast against the embeddings and labels of every rank.
+        queue_size: K labelled keys of earlier batches as extra candidates (0: none, the
+            recipe's), see the module.
+        momentum: ``m`` of the momentum encoder that makes the queued keys (with a queue).
+        momentum_schedule: ``constant``, or ``cosine`` from ``m`` to 1 over training.
         **kwargs: :class:`~infonce.trainer.base.ContrastiveMethod`'s arguments.
 
-    Logged: ``train/loss``, ``train/lr``, ``train/images_per_s`` and the evaluation.
+    Logged: ``train/loss``, ``train/lr``, ``train/images_per_s`` and the evaluation; with a
+    queue also ``train/momentum`` and ``train/queue_filled``.
     """
 
-    RESUME_FIXED = (*ContrastiveMethod.RESUME_FIXED, "hidden_dim", "feature_dim")
+    RESUME_FIXED = (*ContrastiveMethod.RESUME_FIXED, "hidden_dim", "feature_dim", "queue_size")
+    CHECKPOINT_DEFAULTS = {**ContrastiveMethod.CHECKPOINT_DEFAULTS, "queue_size": 0}
 
     def __init__(
         self,
@@ -48,6 +72,9 @@ class SupCon(ContrastiveMethod):
         feature_dim: int = 256,
         temperature: float = 0.2,
         gather_distributed: bool = True,
+        queue_size: int = 0,
+        momentum: float = 0.99,
+        momentum_schedule: Literal["constant", "cosine"] = "constant",
         lr: float = 0.4,
         weight_decay: float = 1e-5,
         warmup_epochs: float = 10.0,
@@ -61,10 +88,26 @@ class SupCon(ContrastiveMethod):
         check_bool(gather_distributed, "gather_distributed")
         for name in ("hidden_dim", "feature_dim"):
             check_int(locals()[name], name)
+        check_int(queue_size, "queue_size", minimum=0)
+        check_unit_interval(momentum, "momentum")
+        check_choice(momentum_schedule, "momentum_schedule", MOMENTUM_SCHEDULES)
         net, self.backbone_width = self.build_backbone()
         head = projection_head(self.backbone_width, feature_dim, "mlp", hidden_dim)
         self.encoder = nn.Sequential(net, head)  # (B, 3, H, W) -> (B, F) -> (B, D)
-        self.finish_networks(self.encoder)
+        self.momentum_encoder, self.queue = None, None
+        if queue_size:
+            self.momentum_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+            self.queue = MemoryQueue(queue_size, feature_dim, labelled=True)  # (K, D), (K,)
+        self.finish_networks(*(m for m in (self.encoder, self.momentum_encoder) if m is not None))
+        self._pending: list[tuple[Tensor, Tensor]] = []  # this step's (keys, labels) to enqueue
+
+    def setup(self, stage: str) -> None:
+        """Spare the queue DDP's buffer broadcast: every rank enqueues the same gathered keys."""
+        super().setup(stage)
+        if self.queue is not None:
+            self._ddp_params_and_buffers_to_ignore = [
+                f"queue.{n}" for n, _ in self.queue.named_buffers()
+            ]
 
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         (x1, x2), labels = self.views(batch)
@@ -72,10 +115,39 @@ class SupCon(ContrastiveMethod):
         features = self.encoder[0](x1)  # (B, F)
         z = torch.stack([self.encoder[1](features), self.encoder(x2)], dim=1)  # (B, 2, D)
         hp = self.hparams
-        loss = supcon(z, labels, hp.temperature, gather_distributed=hp.gather_distributed)
+        queued = self.queue.keys_and_labels() if self.queue is not None else (None, None)
+        if queued[0] is not None and len(queued[0]) == 0:
+            queued = (None, None)  # nothing enqueued yet: the batch alone
+        temperature = self.scheduled_temperature(hp.temperature)
+        loss = supcon(z, labels, temperature, gather_distributed=hp.gather_distributed,
+                      queue=queued[0], queue_labels=queued[1])  # fmt: skip
         loss = self.checked(loss, batch_idx, buffers)
         if loss is None:
-            return None
+            return None  # skipped: nothing enqueued
+        self.log_temperature(temperature)
+        if self.queue is not None:
+            with torch.no_grad():
+                keys = F.normalize(self.momentum_encoder(x2), dim=1)  # (B, D)
+            self._pending.append((keys, labels))
+            self.log_number("train/momentum", self.current_momentum())
+            self.log("train/queue_filled", self.queue.filled.float())
         self.log("train/loss", loss, prog_bar=self.bar_shown())
         self.log_number("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss + self.probe_loss(features, labels)
+
+    def current_momentum(self) -> float:
+        hp = self.hparams
+        return momentum_at(hp.momentum, hp.momentum_schedule, self.global_step, self.total_steps())
+
+    def after_optimizer_step(self) -> None:
+        """With a queue: enqueue this step's keys and labels, gathered from every rank (so all
+        queues stay equal), then move the momentum encoder."""
+        if self.queue is None:
+            return
+        keys = torch.cat([k for k, _ in self._pending])  # (B * micro-batches, D)
+        labels = torch.cat([y for _, y in self._pending])  # (B * micro-batches,)
+        self._pending = []
+        if self.world() > 1:  # (R * B, D), (R * B,) in the same order on every rank
+            keys, labels = (self.all_gather(t).flatten(0, 1) for t in (keys, labels))
+        self.queue.enqueue(keys, labels.long())
+        momentum_update(self.encoder, self.momentum_encoder, self.current_momentum())
