@@ -24,10 +24,9 @@ import argparse
 import importlib.util
 import math
 import subprocess
-import time
 
 import torch
-from _common import cifar10_jpeg_root, machine, table
+from _common import cifar10_jpeg_root, machine, table, time_interleaved
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -45,20 +44,6 @@ def cifar_batch(n: int) -> torch.Tensor:
         return torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8)
     paths = paths[:: max(1, len(paths) // n)][:n]
     return torch.stack([pil_to_tensor(Image.open(p).convert("RGB")) for p in paths])
-
-
-def images_per_second(fn, images: int, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return images / best
 
 
 def per_sample(transforms: list, samples: list) -> None:
@@ -117,7 +102,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--recipe", default="moco_v2", choices=list(RECIPES))
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -126,23 +111,23 @@ def main() -> None:
     mean, std = (list(stats) for stats in DATASET_STATS["cifar10"])
     results = {}
 
-    torch.set_num_threads(1)  # per-sample pipelines: one image per call, one core
+    # each group's pipelines are timed round by round, interleaved (a slow minute of the machine
+    # hits all of them alike), and each figure is the median round
     few = batch[:128]
     pil = [Image.fromarray(x.permute(1, 2, 0).numpy()) for x in few]
     v1 = views_transform(views, 32, mean, std).transforms
-    results["torchvision v1, PIL, per sample (1 core)"] = images_per_second(
-        lambda: per_sample(v1, pil), len(pil), torch.device("cpu"), args.repeats
-    )
     v2_views = [torchvision_v2_view(spec, mean, std) for spec in views]
-    results["torchvision v2, uint8 tensor, per sample (1 core)"] = images_per_second(
-        lambda: per_sample(v2_views, list(few)), len(few), torch.device("cpu"), args.repeats
-    )
-
-    torch.set_num_threads(args.threads)
     x = batch.to(device)
-    results["torchvision v2 on the batch (one crop for all: invalid)"] = images_per_second(
-        lambda: [view(x) for view in v2_views], len(x), device, args.repeats
-    )
+    ours = BatchViews(views, 32, mean, std).to(device)
+    one_core = {  # per-sample pipelines: one image per call, as in a DataLoader worker
+        "torchvision v1, PIL, per sample (1 core)": (lambda: per_sample(v1, pil), len(pil)),
+        "torchvision v2, uint8 tensor, per sample (1 core)": (
+            lambda: per_sample(v2_views, list(few)), len(few)),
+    }  # fmt: skip
+    if device.type == "cpu":
+        one_core["infonce BatchViews, batch (1 core)"] = (lambda: ours(x), len(x))
+    batched = {"torchvision v2 on the batch (one crop for all: invalid)": (
+        lambda: [view(x) for view in v2_views], len(x))}  # fmt: skip
     if importlib.util.find_spec("kornia"):
         kornia_views = [kornia_view(spec, mean, std).to(device) for spec in views]
 
@@ -150,24 +135,24 @@ def main() -> None:
             xf = x.float() / 255
             return [view(xf) for view in kornia_views]
 
-        results["kornia, batch"] = images_per_second(kornia_batch, len(x), device, args.repeats)
-    ours = BatchViews(views, 32, mean, std).to(device)
-    results["infonce BatchViews, batch"] = images_per_second(
-        lambda: ours(x), len(x), device, args.repeats
-    )
-    threads = {name: args.threads for name in results}  # threads (CPU) each figure used
-    if device.type == "cpu":
-        threads |= dict.fromkeys(list(results)[:2], 1)
-        torch.set_num_threads(1)
-        results["infonce BatchViews, batch (1 core)"] = images_per_second(
-            lambda: ours(x), len(x), device, args.repeats
+        batched["kornia, batch"] = (kornia_batch, len(x))
+    batched["infonce BatchViews, batch"] = (lambda: ours(x), len(x))
+    results, threads = {}, {}  # images/s and the threads (CPU) each figure used
+    for group, n_threads in ((one_core, 1), (batched, args.threads)):
+        torch.set_num_threads(n_threads)
+        seconds = time_interleaved(
+            {name: fn for name, (fn, _) in group.items()}, device, args.repeats
         )
-        threads["infonce BatchViews, batch (1 core)"] = 1
-        torch.set_num_threads(args.threads)
+        for name, (_, images) in group.items():
+            results[name] = images / seconds[name]
+            threads[name] = n_threads if device.type == "cpu" else args.threads
+    torch.set_num_threads(args.threads)
+    order = [*list(one_core)[:2], *batched, *list(one_core)[2:]]
+    results = {name: results[name] for name in order}
     where = "GPU" if device.type == "cuda" else f"{args.threads} threads unless said"
     print(f"machine: {machine(device)}")
     print(f"recipe {args.recipe}: {len(views)} view(s) per image, batches of {len(x)} on "
-          f"{where}, best of {args.repeats}")  # fmt: skip
+          f"{where}, median of {args.repeats} interleaved rounds")  # fmt: skip
     rows = []
     for name, value in results.items():
         # like for like: infonce with as many threads as the pipeline it is compared with
