@@ -49,6 +49,7 @@ from infonce.trainer.schedules import (
     TEMPERATURE_SCHEDULES,
     LRSchedule,
     lr_factor,
+    momentum_at,
     temperature_at,
 )
 from infonce.trainer.split_batchnorm import split_batchnorms
@@ -198,7 +199,13 @@ class ContrastiveMethod(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Build the online probe once the data module says how many classes there are (the
-        method has set ``self.backbone_width``)."""
+        method has set ``self.backbone_width``); spare a method's ``queue`` DDP's buffer
+        broadcast (every rank enqueues the same gathered keys, so the queues are equal)."""
+        queue = getattr(self, "queue", None)
+        if queue is not None:
+            self._ddp_params_and_buffers_to_ignore = [
+                f"queue.{n}" for n, _ in queue.named_buffers()
+            ]
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
         classes = getattr(datamodule, "num_classes", None)
         if self.hparams.online_probe and self.probe is None and classes:
@@ -345,16 +352,16 @@ class ContrastiveMethod(L.LightningModule):
         warmup = round(self.hparams.warmup_epochs * per_epoch)
         return lr_factor(step, self.total_steps(), per_epoch, warmup, self.hparams.lr_schedule)
 
-    def scheduled_temperature(self, temperature: float, step: int | None = None) -> float:
-        """The loss's ``T`` at ``step`` (the current one by default): ``temperature`` under
+    def scheduled_temperature(self, temperature: float) -> float:
+        """The loss's ``T`` at the current step: ``temperature`` under
         the ``constant`` schedule, else the ``temperature_schedule``'s value; a pure function
         of the step, so a resumed run follows it exactly. Outside ``fit`` (a ``validate`` of a
         checkpoint: its diagnostics) there are no epochs to place the step in: ``temperature``."""
         hp = self.hparams
         if hp.temperature_schedule == "constant" or self.trainer.state.fn != "fit":
             return temperature
-        step = self.global_step if step is None else step
-        return temperature_at(temperature, hp.temperature_schedule, step, self.steps_per_epoch(),
+        return temperature_at(temperature, hp.temperature_schedule, self.global_step,
+                              self.steps_per_epoch(),
                               hp.temperature_min, hp.temperature_max,
                               hp.temperature_period_epochs)  # fmt: skip
 
@@ -364,6 +371,12 @@ class ContrastiveMethod(L.LightningModule):
             self.log("train/temperature", temperature.detach())
         elif self.hparams.temperature_schedule != "constant":
             self.log_number("train/temperature", temperature)
+
+    def current_momentum(self) -> float:
+        """The momentum encoder's EMA weight at this step, for a method that has one (its
+        ``momentum`` and ``momentum_schedule`` arguments): :func:`momentum_at`."""
+        hp = self.hparams
+        return momentum_at(hp.momentum, hp.momentum_schedule, self.global_step, self.total_steps())
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole schedule: ``max_epochs`` worth when set, else

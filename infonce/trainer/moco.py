@@ -34,7 +34,7 @@ from infonce.temperature import LearnableTemperature
 from infonce.trainer.base import ContrastiveMethod
 from infonce.trainer.heads import projection_head
 from infonce.trainer.rng import KEY_SHUFFLE, QUEUE_INIT, derive_seed
-from infonce.trainer.schedules import MOMENTUM_SCHEDULES, LRSchedule, momentum_at
+from infonce.trainer.schedules import MOMENTUM_SCHEDULES, LRSchedule
 
 __all__ = ["BNGuardError", "MoCo"]
 
@@ -141,12 +141,8 @@ class MoCo(ContrastiveMethod):
         self._pending_keys: list[Tensor] = []  # this optimizer step's keys, enqueued after it
 
     def setup(self, stage: str) -> None:
-        """Spare the queue DDP's buffer broadcast; set up and check the BatchNorm guard."""
+        """Set up and check the BatchNorm guard."""
         super().setup(stage)
-        # the queue is the same on every rank already (all enqueue the same gathered keys)
-        self._ddp_params_and_buffers_to_ignore = [
-            f"queue.{n}" for n, _ in self.queue.named_buffers()
-        ]
         if stage != "fit":
             return
         guard, splits, world = self.hparams.bn_guard, self.hparams.bn_splits, self.world()
@@ -230,10 +226,6 @@ class MoCo(ContrastiveMethod):
         if self.temperature is None:
             return self.scheduled_temperature(self.hparams.temperature)
         return self.temperature()
-
-    def current_momentum(self) -> float:
-        hp = self.hparams
-        return momentum_at(hp.momentum, hp.momentum_schedule, self.global_step, self.total_steps())
 
     def after_optimizer_step(self) -> None:
         """MoCo's order: enqueue this step's keys (gathered from every rank, so all queues stay

@@ -28,7 +28,7 @@ from infonce._numerics import compute_dtype
 from infonce.momentum import momentum_update
 from infonce.trainer.base import ContrastiveMethod
 from infonce.trainer.heads import moco_v3_mlp
-from infonce.trainer.schedules import MOMENTUM_SCHEDULES, LRSchedule, momentum_at
+from infonce.trainer.schedules import MOMENTUM_SCHEDULES, LRSchedule
 
 __all__ = ["MoCoV3", "moco_v3_loss"]
 
@@ -130,10 +130,6 @@ class MoCoV3(ContrastiveMethod):
         """:func:`moco_v3_loss` against the keys of every rank (gathered, no gradient)."""
         keys = self.all_gather(k).flatten(0, 1) if self.world() > 1 else k  # (R * B, D)
         return moco_v3_loss(q, keys, self.global_rank, temperature)
-
-    def current_momentum(self) -> float:
-        hp = self.hparams
-        return momentum_at(hp.momentum, hp.momentum_schedule, self.global_step, self.total_steps())
 
     def after_optimizer_step(self) -> None:
         """The EMA of the momentum encoder, with the ``m`` of the next step (moco-v3 updates

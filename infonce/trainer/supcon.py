@@ -39,7 +39,7 @@ from infonce.memory_queue import MemoryQueue
 from infonce.momentum import momentum_update
 from infonce.trainer.base import ContrastiveMethod
 from infonce.trainer.heads import projection_head
-from infonce.trainer.schedules import MOMENTUM_SCHEDULES, LRSchedule, momentum_at
+from infonce.trainer.schedules import MOMENTUM_SCHEDULES, LRSchedule
 
 __all__ = ["SupCon"]
 
@@ -101,14 +101,6 @@ class SupCon(ContrastiveMethod):
         self.finish_networks(*(m for m in (self.encoder, self.momentum_encoder) if m is not None))
         self._pending: list[tuple[Tensor, Tensor]] = []  # this step's (keys, labels) to enqueue
 
-    def setup(self, stage: str) -> None:
-        """Spare the queue DDP's buffer broadcast: every rank enqueues the same gathered keys."""
-        super().setup(stage)
-        if self.queue is not None:
-            self._ddp_params_and_buffers_to_ignore = [
-                f"queue.{n}" for n, _ in self.queue.named_buffers()
-            ]
-
     def training_step(self, batch, batch_idx: int) -> Tensor | None:
         (x1, x2), labels = self.views(batch)
         buffers = self.buffer_snapshot()  # a skipped step must not leave its BN statistics
@@ -116,8 +108,6 @@ class SupCon(ContrastiveMethod):
         z = torch.stack([self.encoder[1](features), self.encoder(x2)], dim=1)  # (B, 2, D)
         hp = self.hparams
         queued = self.queue.keys_and_labels() if self.queue is not None else (None, None)
-        if queued[0] is not None and len(queued[0]) == 0:
-            queued = (None, None)  # nothing enqueued yet: the batch alone
         temperature = self.scheduled_temperature(hp.temperature)
         loss = supcon(z, labels, temperature, gather_distributed=hp.gather_distributed,
                       queue=queued[0], queue_labels=queued[1])  # fmt: skip
@@ -134,10 +124,6 @@ class SupCon(ContrastiveMethod):
         self.log("train/loss", loss, prog_bar=self.bar_shown())
         self.log_number("train/lr", self.optimizers().param_groups[0]["lr"])
         return loss + self.probe_loss(features, labels)
-
-    def current_momentum(self) -> float:
-        hp = self.hparams
-        return momentum_at(hp.momentum, hp.momentum_schedule, self.global_step, self.total_steps())
 
     def after_optimizer_step(self) -> None:
         """With a queue: enqueue this step's keys and labels, gathered from every rank (so all
