@@ -14,6 +14,7 @@ from infonce.diagnostics import (
     contrastive_entropy,
     embedding_diagnostics,
     hardest_negative_similarity,
+    temperature_gradient,
     uniformity,
 )
 from infonce.distillation import distillation_loss
@@ -70,6 +71,7 @@ __all__ = [
     "single_process_gather",
     "softmax_with_temperature",
     "supcon",
+    "temperature_gradient",
     "uniformity",
 ]
 __version__ = "0.1.0"

@@ -33,6 +33,7 @@ __all__ = [
     "contrastive_entropy",
     "embedding_diagnostics",
     "hardest_negative_similarity",
+    "temperature_gradient",
     "uniformity",
 ]
 
@@ -134,6 +135,42 @@ def _entropy(query, key, negatives, temperature, normalize) -> Tensor:
         log_p = F.log_softmax(logits, dim=1)  # (N, C); -inf where p underflows to 0
         finite = log_p.clamp_min(torch.finfo(log_p.dtype).min)  # p log p -> 0, not 0 * -inf
         return -(log_p.exp() * finite).sum(dim=1).mean()
+
+
+def temperature_gradient(
+    query: Tensor,
+    key: Tensor,
+    negatives: Tensor | None,
+    temperature: float | Tensor = 0.07,
+    normalize: bool = True,
+) -> Tensor:
+    """``dL/dT`` of the mean InfoNCE ``L`` of :func:`infonce.info_nce` (same arguments, same
+    errors), in closed form: with ``s_ij`` query i's similarity to candidate j (its positive
+    ``s_i+`` among them) and ``p_ij`` the softmax of ``s_ij / T`` over j,
+
+        dL/dT = mean_i (s_i+ - sum_j p_ij s_ij) / T^2.
+
+    It is positive whenever the positives outrank their rows' softmax-weighted mean, so a
+    temperature learned by minimising InfoNCE itself decreases while most queries find their
+    positive; as ``T -> 0`` a row whose positive is its strict maximum contributes
+    ``0+``, one whose positive is outranked ``(s_i+ - max_j s_ij) / T^2 < 0``: the minimiser
+    of ``L`` over ``T`` is set by the queries the network still gets wrong (near 0 when
+    there are few), not by what makes a good representation.
+
+    Shape:
+        query (N, D), key (N, D), negatives (K, D) or (N, M, D) or None; output () float32
+        (float64 for float64 inputs), without a gradient.
+
+    Raises:
+        ValueError: as :func:`infonce.info_nce`.
+    """
+    temperature = check_info_nce(query, key, negatives, temperature, normalize)
+    with torch.no_grad(), torch.autocast(device_type=query.device.type, enabled=False):
+        similarities, labels = info_nce_similarities(query, key, negatives, normalize)  # (N, C)
+        t = temperature_like(temperature, similarities)
+        p = F.softmax(over_temperature(similarities, t, normalize, dim=1), dim=1)  # (N, C)
+        positive = similarities.gather(1, labels[:, None])[:, 0]  # (N,)
+        return ((positive - (p * similarities).sum(dim=1)) / t**2).mean()
 
 
 def hardest_negative_similarity(

@@ -49,6 +49,7 @@ from infonce import (
     single_process_gather,
     softmax_with_temperature,
     supcon,
+    temperature_gradient,
     uniformity,
 )
 
@@ -88,6 +89,7 @@ VALID = {
     info_nce_logits: dict(query=Q, key=KEY, negatives=NEG, temperature=0.1),
     info_nce_stats: dict(query=Q, key=KEY, negatives=NEG, temperature=0.1),
     contrastive_entropy: dict(query=Q, key=KEY, negatives=NEG, temperature=0.1),
+    temperature_gradient: dict(query=Q, key=KEY, negatives=NEG, temperature=0.1),
     chunked_info_nce: dict(query=Q, key=KEY, negatives=NEG, temperature=0.1),
     chunked_info_nce_stats: dict(query=Q, key=KEY, negatives=NEG, temperature=0.1),
     InfoNCE: dict(temperature=0.1),
@@ -145,7 +147,7 @@ VALID = {
 CASES = [
     # --- the InfoNCE family: query, key, negatives --------------------------------------
     *[(fn, kwargs, match) for fn in (info_nce, info_nce_logits, info_nce_stats,
-                                       contrastive_entropy, _infonce_call)
+                                       contrastive_entropy, temperature_gradient, _infonce_call)
       for kwargs, match in [
           ({"query": None}, "query must be a torch.Tensor, got NoneType"),
           ({"query": Q.tolist()}, "query must be a torch.Tensor, got list"),
@@ -174,7 +176,8 @@ CASES = [
           ({"temperature": torch.tensor(1)}, "temperature must be a 0-d floating-point"),
       ]],
     *[(fn, kwargs, match) for fn in (info_nce, info_nce_logits, info_nce_stats,
-                                       contrastive_entropy, chunked_info_nce)
+                                       contrastive_entropy, temperature_gradient,
+                                       chunked_info_nce)
       for kwargs, match in [
           ({"normalize": "no"}, "normalize must be True or False, got 'no'"),
           ({"normalize": None}, "normalize must be True or False, got None"),

@@ -256,6 +256,15 @@ def test_every_two_view_recipe_gives_two_view_batches_and_fixed_views(
     assert all(torch.equal(a, b) for a, b in zip(fixed, module.fixed_views(5), strict=True))
 
 
+def test_fixed_views_come_from_every_class_of_a_class_sorted_folder(tiny_folder):
+    module = _folder_module(tiny_folder)
+    labels = [module._base(True)[i][1] for i in range(len(module._base(True)))]
+    assert labels == sorted(labels)  # an ImageFolder lists its images class by class
+    picks = module.fixed_indices(len(set(labels)))
+    assert {labels[i] for i in picks} == set(labels)  # not the first class's images only
+    assert module.fixed_indices(10**6) == list(range(len(labels)))  # all of a small split
+
+
 def test_crop_scale_is_the_recipes_unless_given_for_every_view(tiny_folder):
     assert _folder_module(tiny_folder).views[0].scale == (0.2, 1.0)  # moco_v2's
     assert _folder_module(tiny_folder, augmentation="simclr").views[1].scale == (0.08, 1.0)

@@ -1,4 +1,4 @@
-"""Alignment, uniformity, contrastive entropy and hardest-negative similarity vs loops."""
+"""Alignment, uniformity, contrastive entropy, hardest-negative similarity and dL/dT vs loops."""
 
 import math
 
@@ -11,6 +11,8 @@ from infonce import (
     contrastive_entropy,
     embedding_diagnostics,
     hardest_negative_similarity,
+    info_nce,
+    temperature_gradient,
     uniformity,
 )
 
@@ -169,3 +171,43 @@ def test_contrastive_entropy_does_not_overflow_at_a_tiny_temperature_without_nor
     q = torch.tensor([[1e4, 0.0], [0.0, 1e4]])  # q.k / T = 1e8 / 1e-31: inf (nan) before
     entropy = contrastive_entropy(q, q, None, 1e-31, normalize=False)
     assert entropy.item() == 0.0  # one-hot softmax
+
+
+@pytest.mark.parametrize("form", ["shared", "per_query", "in_batch", "raw"])
+@pytest.mark.parametrize("T", [0.05, 0.1, 0.7])
+def test_temperature_gradient_equals_autograd_of_info_nce_and_a_loop(form, T):
+    q, k = _unit(5, seed=1) * 3.0, _unit(5, seed=2)  # un-normalised queries: normalize matters
+    negatives = {"shared": _unit(7, seed=3), "per_query": _unit(35, seed=3).view(5, 7, 6),
+                 "in_batch": None, "raw": _unit(7, seed=3)}[form]  # fmt: skip
+    normalize = form != "raw"
+    t = torch.tensor(T, dtype=torch.float64, requires_grad=True)
+    info_nce(q, k, negatives, t, normalize=normalize).backward()
+    got = temperature_gradient(q, k, negatives, T, normalize=normalize)
+    assert got.dtype == torch.float64 and not got.requires_grad
+    assert got.item() == pytest.approx(t.grad.item(), rel=1e-10)
+    # the closed form by hand: mean_i (s_i+ - sum_j p_ij s_ij) / T^2
+    qn = F.normalize(q, dim=1) if normalize else q
+    kn, nn_ = (F.normalize(k, dim=1), None if negatives is None else F.normalize(negatives, dim=-1)
+               ) if normalize else (k, negatives)  # fmt: skip
+    total = 0.0
+    for i in range(5):
+        if nn_ is None:
+            sims = [float(qn[i] @ kn[j]) for j in range(5)]
+            positive = sims[i]
+        else:
+            rows = nn_ if nn_.dim() == 2 else nn_[i]
+            positive = float(qn[i] @ kn[i])
+            sims = [positive] + [float(qn[i] @ r) for r in rows]
+        m = max(s / T for s in sims)
+        weights = [math.exp(s / T - m) for s in sims]
+        mean_s = sum(w * s for w, s in zip(weights, sims, strict=True)) / sum(weights)
+        total += (positive - mean_s) / T**2
+    assert got.item() == pytest.approx(total / 5, rel=1e-10)
+
+
+def test_temperature_gradient_is_positive_when_every_positive_wins_and_negative_when_none_does():
+    q = _unit(6, seed=4)
+    far = -q  # every negative as far from its query as can be: T is pushed down
+    assert temperature_gradient(q, q, far[:, None, :], 0.1).item() > 0
+    # every query's key is its antipode and its negatives coincide with it: T is pushed up
+    assert temperature_gradient(q, -q, q[:, None, :], 0.1).item() < 0

@@ -166,6 +166,20 @@ def test_a_scheduled_temperature_is_logged_and_resumes_exactly(name, tiny_folder
         assert torch.equal(tensor, resumed.state_dict()[key]), key
 
 
+@pytest.mark.parametrize("name", METHODS)
+def test_a_scheduled_temperature_survives_the_sanity_check_and_logs_diagnostics_after_it(
+    name, tiny_folder, tmp_path
+):
+    """Lightning's sanity check validates before the train loader exists: no diagnostics
+    there (they would need the epoch's length to place the step in the schedule), the real
+    validations log them."""
+    model = tiny_method(name, diagnostics_images=6, **COSINE_T)
+    run = trainer(max_epochs=1, num_sanity_val_steps=2, limit_val_batches=None,
+                  default_root_dir=tmp_path)  # fmt: skip
+    run.fit(model, tiny_data(tiny_folder))
+    assert "val/alignment" in run.callback_metrics and "val/knn_top1" in run.callback_metrics
+
+
 def test_supcon_enqueues_the_momentum_encoders_keys_of_the_second_view_with_their_labels(
     tiny_folder,
 ):

@@ -429,6 +429,32 @@ def test_learnable_temperature_trains_without_weight_decay_and_is_logged(tiny_fo
         trainer(max_steps=5).fit(tiny_moco(), tiny_data(tiny_folder), ckpt_path=tmp_path / "t.ckpt")
 
 
+def test_a_learned_temperature_has_its_own_scheduled_learning_rate_when_given(
+    tiny_folder, tmp_path
+):
+    model = tiny_moco(learnable_temperature=True, temperature_lr=1e-3, lr=0.5)
+    t = trainer(max_steps=3, default_root_dir=tmp_path)
+    t.fit(model, tiny_data(tiny_folder))
+    groups = {g["name"]: g for g in t.optimizers[0].param_groups}
+    factor = groups["encoder"]["lr"] / 0.5  # the schedule's factor at the last step, < 1
+    assert 0 < factor < 1
+    assert groups["temperature"]["lr"] == pytest.approx(1e-3 * factor, rel=1e-12)
+    assert groups["temperature"]["params"] == [model.temperature.log_scale]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(temperature_lr=1e-3), "temperature_lr .*needs learnable_temperature: true"),
+        (dict(learnable_temperature=True, temperature_lr=0.0), "temperature_lr must be > 0, got 0"),
+        (dict(learnable_temperature=True, temperature_lr=math.nan), "temperature_lr must be > 0"),
+    ],
+)
+def test_a_bad_temperature_lr_is_a_value_error_naming_it(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_moco(**kwargs)
+
+
 def test_a_learnable_temperature_must_start_in_its_range():
     with pytest.raises(
         ValueError,

@@ -472,9 +472,14 @@ class ContrastiveMethod(L.LightningModule):
 
     @torch.no_grad()
     def _log_diagnostics(self) -> None:
+        """The diagnostics of the fixed views; none in ``fit``'s sanity check, whose logs
+        Lightning drops and which runs before the train loader exists (so before a
+        temperature schedule can place the step in its epoch)."""
         n = self.hparams.diagnostics_images
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if n == 0 or not hasattr(datamodule, "fixed_views") or datamodule.views_per_image < 2:
+            return
+        if self.trainer.sanity_checking:
             return
         if self._fixed_views is None or self._fixed_views[0] is not datamodule:
             self._fixed_views = (datamodule, datamodule.fixed_views(n))  # two (n, 3, S, S)

@@ -13,6 +13,7 @@ cosine; kNN on the head's output. Published: 82.6% weighted-kNN top-1 after 200 
 """
 
 import copy
+import math
 from typing import Literal
 
 import torch
@@ -60,6 +61,10 @@ class MoCo(ContrastiveMethod):
         learnable_temperature: learn ``T`` (:class:`LearnableTemperature`, CLIP's log-scale,
             clamped to [0.01, 1] after each step, no weight decay), logged as
             ``train/temperature``.
+        temperature_lr: the learned ``T``'s own learning rate (scheduled as ``lr``), as CLIP
+            gives its logit scale; None: ``lr``. A smaller rate slows ``T`` down but does not
+            stop InfoNCE from driving it to the clamp (README, "Choosing the temperature":
+            at 1e-3 it still reached 0.01 at step ~220 of cpu_quick's 4,680).
         queue_size: ``K``.
         queue_init: ``random`` unit vectors, as MoCo's code, or ``empty`` (the first step's
             negatives are the other keys of the batch).
@@ -89,6 +94,7 @@ class MoCo(ContrastiveMethod):
         hidden_dim: int | None = None,
         temperature: float = 0.1,
         learnable_temperature: bool = False,
+        temperature_lr: float | None = None,
         queue_size: int = 4096,
         queue_init: Literal["empty", "random"] = "random",
         momentum: float = 0.99,
@@ -121,6 +127,14 @@ class MoCo(ContrastiveMethod):
         self.momentum_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.queue = MemoryQueue(queue_size, feature_dim)  # (K, feature_dim)
         self.temperature = None
+        if temperature_lr is not None:
+            if not learnable_temperature:
+                raise ValueError(
+                    f"temperature_lr ({temperature_lr}) is the learned T's learning rate: it "
+                    "needs learnable_temperature: true"
+                )
+            if not (math.isfinite(temperature_lr) and temperature_lr > 0):
+                raise ValueError(f"temperature_lr must be > 0, got {temperature_lr}")
         if learnable_temperature:
             if self.hparams.temperature_schedule != "constant":
                 raise ValueError(
@@ -241,8 +255,9 @@ class MoCo(ContrastiveMethod):
     def parameter_groups(self) -> list[dict]:
         groups = super().parameter_groups()
         if self.temperature is not None:  # no weight decay: it would pull T towards 1
+            lr_key = "lr" if self.hparams.temperature_lr is None else "temperature_lr"
             groups.append({"params": list(self.temperature.parameters()), "name": "temperature",
-                           "decayed": False})  # fmt: skip
+                           "lr_key": lr_key, "decayed": False})  # fmt: skip
         return groups
 
     def diagnostic_embeddings(self, x1: Tensor, x2: Tensor):

@@ -365,9 +365,20 @@ class ImageDataModule(L.LightningDataModule):
             generator=torch.Generator(),
         )
 
+    def fixed_indices(self, num_images: int) -> list[int]:
+        """``num_images`` indices spread evenly over the train split (all of it when smaller),
+        so that a folder stored class by class gives every class, not the first one's images.
+        """
+        check_int(num_images, "num_images")
+        indices = self._split_indices(train=True)
+        count = len(self._base(True)) if indices is None else len(indices)
+        n = min(num_images, count)
+        return [i * count // n for i in range(n)]
+
     def fixed_views(self, num_images: int) -> tuple[Tensor, ...]:
-        """The views of the split's first ``num_images`` training images, the same at every
-        call (seeded by ``seed``, not by the global RNG): a fixed batch for diagnostics.
+        """The views of ``num_images`` training images spread over the split
+        (:meth:`fixed_indices`), the same at every call (seeded by ``seed``, not by the
+        global RNG): a fixed batch for diagnostics.
 
         Shape:
             one (B, 3, S, S) float32 per view (two for two-view recipes), B = min(num_images,
@@ -384,9 +395,7 @@ class ImageDataModule(L.LightningDataModule):
             )
         self._resolve_stats()
         data = self._split(train=True, transform=self._train_transform())
-        keys = [
-            (i, derive_seed(self.seed, FIXED_VIEWS, i)) for i in range(min(num_images, len(data)))
-        ]
+        keys = [(i, derive_seed(self.seed, FIXED_VIEWS, i)) for i in self.fixed_indices(num_images)]
         if self.resident:  # one batch, augmented with a generator seeded by the first key
             views, _ = data.__getitems__(keys)
             return tuple(views)
