@@ -42,24 +42,24 @@ def embed(model: MoCo, views: list[tuple[torch.Tensor, torch.Tensor]]):
     return torch.stack(queries).double(), torch.stack(keys).double()
 
 
+def others(k: torch.Tensor, b: int) -> torch.Tensor:
+    """Batch ``b``'s negatives: every other batch's keys, ((n-1) B, D)."""
+    return torch.cat([k[:b].flatten(0, 1), k[b + 1 :].flatten(0, 1)])
+
+
 def loss_at(q: torch.Tensor, k: torch.Tensor, temperature) -> torch.Tensor:
     """Mean InfoNCE of each batch's queries against its keys and every other batch's keys."""
-    n = q.shape[0]
-    losses = []
-    for b in range(n):
-        negatives = torch.cat([k[j] for j in range(n) if j != b])  # ((n-1) B, D)
-        losses.append(info_nce(q[b], k[b], negatives, temperature))
+    losses = [info_nce(q[b], k[b], others(k, b), temperature) for b in range(len(q))]
     return torch.stack(losses).mean()
 
 
 def top1(q: torch.Tensor, k: torch.Tensor) -> float:
     """Share of queries whose positive is more similar than every negative."""
-    n, hits = q.shape[0], 0
-    for b in range(n):
-        negatives = torch.cat([k[j] for j in range(n) if j != b])
+    hits = 0
+    for b in range(len(q)):
         positive = (q[b] * k[b]).sum(1)  # (B,)
-        hits += int((positive > (q[b] @ negatives.T).amax(1)).sum())
-    return hits / (n * q.shape[1])
+        hits += int((positive > (q[b] @ others(k, b).T).amax(1)).sum())
+    return hits / (q.shape[0] * q.shape[1])
 
 
 def study(name: str, model: MoCo, views, temperature: float) -> dict:
@@ -67,11 +67,9 @@ def study(name: str, model: MoCo, views, temperature: float) -> dict:
     curve = torch.stack([loss_at(q, k, float(t)) for t in GRID])
     t = torch.tensor(temperature, dtype=torch.float64, requires_grad=True)
     loss_at(q, k, t).backward()
-    closed = torch.stack([
-        temperature_gradient(q[b], k[b], torch.cat([k[j] for j in range(len(q)) if j != b]),
-                             temperature)
-        for b in range(len(q))
-    ]).mean()  # fmt: skip
+    closed = torch.stack(
+        [temperature_gradient(q[b], k[b], others(k, b), temperature) for b in range(len(q))]
+    ).mean()
     best = int(curve.argmin())
     row = {"name": name, "curve": curve, "t_star": float(GRID[best]), "top1": top1(q, k),
            "grad": float(t.grad), "grad_closed": float(closed)}  # fmt: skip

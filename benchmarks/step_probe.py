@@ -8,7 +8,7 @@ Each probe is one ``train.py fit --config configs/cpu_quick.yaml <its arguments>
 JPEG copy (``$INFONCE_CIFAR10_ROOT`` or ``$INFONCE_CIFAR10_TARBALL``) with the kNN evaluation off
 and :class:`StepTimer` added as a callback: it times ``--steps`` steps after ``--warmup`` (the
 wall time between batch ends: data, augmentation, forward, backward, optimizer, EMA, enqueue and
-the checkpoint every 50 steps, whose steps the median leaves out), prints the median and stops
+the checkpoint every 50 steps, whose few slow steps barely move the median), prints it and stops
 the run. Start-up and the evaluations are not included: ``budget_map.py`` measures whole runs.
 On a shared virtual machine single probes wobble by 10-30% from one minute to the next: list
 ``base`` between the others (the default does) and compare neighbours.

@@ -229,6 +229,11 @@ class ImageDataModule(L.LightningDataModule):
         limit = self.limit_train_images if train else self.limit_test_images
         return subset_indices(len(self._base(train)), limit, self.seed)
 
+    def _train_items(self) -> int:
+        """Images in the train split (its seeded subset when limited), without decoding them."""
+        indices = self._split_indices(train=True)
+        return len(self._base(True)) if indices is None else len(indices)
+
     def _split(self, train: bool, transform: Callable[..., Any]) -> Dataset:
         """The split (limited to its seeded subset) under a per-sample or a batch transform."""
         base = self._base(train)
@@ -311,8 +316,7 @@ class ImageDataModule(L.LightningDataModule):
         world = self.trainer.world_size if self.trainer is not None else 1
         now = {"batch_size": self.batch_size, "world_size": world, "seed": self.seed}
         if "train_items" in state:  # the train split's size, known once it was built
-            indices = self._split_indices(train=True)
-            now["train_items"] = len(self._base(True)) if indices is None else len(indices)
+            now["train_items"] = self._train_items()
         changed = [f"{k}={v} (saved: {state[k]})" for k, v in now.items() if state.get(k, v) != v]
         if changed:
             warnings.warn(
@@ -370,8 +374,7 @@ class ImageDataModule(L.LightningDataModule):
         so that a folder stored class by class gives every class, not the first one's images.
         """
         check_int(num_images, "num_images")
-        indices = self._split_indices(train=True)
-        count = len(self._base(True)) if indices is None else len(indices)
+        count = self._train_items()
         n = min(num_images, count)
         return [i * count // n for i in range(n)]
 
